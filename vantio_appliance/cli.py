@@ -1,0 +1,416 @@
+"""The `vantio` command.
+
+Exit codes scripts can trust, for every command: 0 success; 1 the evidence
+does not verify, or some input was refused (the rest was processed); 2 usage
+errors, unreadable input, or a ledger that cannot be opened or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, Final, NoReturn
+
+import msgspec
+
+from . import __version__, demo, keys, merkle, note, reader, writer
+from . import checkpoint as cpmod
+from ._internal import osutil
+from .layout import DEFAULT_DIR, Layout
+from .records import RecordError
+from .verify import Report, VerifyError, verify_dir
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class CommandError(Exception):
+    """Reported as ``vantio: <message>`` with exit code 2."""
+
+
+def _die(message: str) -> NoReturn:
+    raise CommandError(message)
+
+
+class Progress:
+    """Progress on standard error: a live line on a terminal, a line every 5 s otherwise."""
+
+    def __init__(self, what: str, stream: IO[str] | None = None) -> None:
+        self.what = what
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int | None = None, unit: str = "records") -> None:
+        now = time.monotonic()
+        if now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        of = f"/{total}" if total else ""
+        text = f"{self.what}: {done}{of} {unit} ({rate:,.0f}/s)"
+        self.stream.write(f"\r{text}" if self.tty else f"{text}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last != self.started:
+            self.stream.write("\n")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+
+
+def _verifier(path: Path) -> note.Verifier:
+    try:
+        return note.Verifier.parse(path.read_text())
+    except OSError as exc:
+        _die(f"cannot read verifier key {path}: {exc.strerror}")
+    except note.NoteError as exc:
+        _die(f"{path}: {exc}")
+
+
+def _read(path: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        _die(f"cannot read {path}: {exc.strerror}")
+
+
+def _write_out(data: bytes, out: str | None) -> None:
+    if out is None or out == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(out).write_bytes(data)
+
+
+# -- ledger commands -------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    origin = args.origin or f"vantio.appliance/{socket.gethostname()}/ledger"
+    verifier = writer.init(args.dir, origin, use_flags=not args.no_flags)
+    print(f"initialized ledger in {args.dir}", file=sys.stderr)
+    print(verifier)
+    return EXIT_OK
+
+
+def cmd_tenant_add(args: argparse.Namespace) -> int:
+    tenant = keys.TenantStore(Layout(args.dir).tenants).add(args.name, args.role)
+    print(tenant.api_key)  # alone on stdout, once: it is stored 0600 and never printed again
+    return EXIT_OK
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    store = keys.TenantStore(Layout(args.dir).tenants)
+    for name in store.names():
+        print(f"{name}\t{store.get(name).role}")
+    return EXIT_OK
+
+
+def _submissions(stream: Iterable[bytes], tenant: str,
+                 refused: list[str]) -> Iterable[writer.Submission]:
+    for number, line in enumerate(stream, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            yield writer.parse(tenant, line)
+        except RecordError as exc:
+            refused.append(f"line {number}: {exc}")
+            print(f"vantio: refused line {number}: {exc}", file=sys.stderr)
+
+
+def _batches(items: Iterable[writer.Submission], size: int) -> Iterable[list[writer.Submission]]:
+    batch: list[writer.Submission] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    keys.TenantStore(Layout(args.dir).tenants).get(args.tenant)  # fail before reading input
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        _die(f"cannot read {args.file}: {exc.strerror}")
+    refused: list[str] = []
+    progress, done = Progress("append"), 0
+    out = sys.stdout.buffer
+    encode = msgspec.json.encode
+    with stream, _ledger(args) as ledger:
+        for batch in _batches(_submissions(stream, args.tenant, refused), args.batch):
+            acks = ledger.append(batch)
+            out.write(b"".join(encode({"trace_id": a.trace_id, "seq": a.seq,
+                                       "receipt": a.receipt}) + b"\n" for a in acks))
+            done += len(acks)
+            progress(done)
+    progress.done()
+    print(f"appended {done} records, refused {len(refused)}", file=sys.stderr)
+    return EXIT_FAILED if refused else EXIT_OK
+
+
+def _ledger(args: argparse.Namespace) -> writer.Ledger:
+    return writer.Ledger(args.dir, use_flags=not getattr(args, "no_flags", False))
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    with _ledger(args) as ledger:
+        sealed = ledger.active
+        signed = ledger.seal()
+    print(f"sealed {sealed}", file=sys.stderr)
+    sys.stdout.buffer.write(signed)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    layout = Layout(args.dir)
+    verifier = _verifier(layout.vkey)
+    signed, cp = reader.signed_checkpoint(layout, verifier)
+    names = layout.segment_names()
+    segments = []
+    for i, name in enumerate(names):
+        path = layout.segments / name
+        flags = osutil.path_flags(path)
+        segments.append({
+            "name": name, "bytes": path.stat().st_size,
+            "state": "active" if i == len(names) - 1 else "sealed",
+            "flags": None if flags is None else "".join(
+                s for bit, s in ((osutil.FS_IMMUTABLE_FL, "i"), (osutil.FS_APPEND_FL, "a"))
+                if flags & bit)})
+    status = {"dir": str(args.dir), "origin": cp.origin, "records": cp.size,
+              "root": merkle.EMPTY_ROOT.hex() if not cp.size else cp.root.hex(),
+              "segments": segments, "tenants": keys.TenantStore(layout.tenants).names(),
+              "vkey": str(verifier), "checkpoint": signed.decode()}
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    print(f"ledger     {args.dir}\norigin     {cp.origin}\nrecords    {cp.size}\n"
+          f"segments   {len(names)} ({names[-1]} active)\ntenants    "
+          f"{', '.join(status['tenants'])}\n\n{signed.decode()}", end="")
+    for s in segments:
+        print(f"  {s['name']}  {s['state']:6}  {s['bytes']:>12} bytes  +{s['flags'] or '?'}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    layout = Layout(args.dir)
+    if args.seq is not None or args.trace_id:
+        sys.stdout.buffer.write(reader.find(layout, seq=args.seq, trace_id=args.trace_id).data
+                                + b"\n")
+        return EXIT_OK
+    tail: list[bytes] = []
+    for line in reader.lines(layout):
+        tail.append(line.data)
+        if len(tail) > args.tail:
+            tail.pop(0)
+    sys.stdout.buffer.write(b"".join(t + b"\n" for t in tail))
+    return EXIT_OK
+
+
+def _print_report(report: Report) -> None:
+    print(f"ledger     {report.dir}\norigin     {report.origin}\nrecords    {report.records}\n"
+          f"checkpoint {report.checkpoint_size}\nroot       {report.root}")
+    for s in report.segments:
+        mark = "ok" if s.flags_ok else "FLAGS"
+        print(f"  {s.name}  {s.state:6}  {s.records:>9} records  {s.flags:11} {mark}")
+    for w in report.warnings:
+        print(f"warning: {w}")
+    rate = report.records / report.seconds if report.seconds else 0
+    if report.ok:
+        print(f"OK: {report.records} records verified in {report.seconds:.2f} s ({rate:,.0f}/s)")
+    else:
+        print(f"FAILED: {report.findings[0]}")
+        for f in report.findings[1:]:
+            print(f"  also: {f}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    verifier = _verifier(args.vkey) if args.vkey else None
+    progress = Progress("verify")
+    try:
+        report = verify_dir(args.dir, verifier, jobs=args.jobs,
+                            progress=lambda d, t: progress(d, t, "bytes"))
+    except VerifyError as exc:
+        _die(str(exc))
+    progress.done()
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        _print_report(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_proof(args: argparse.Namespace) -> int:
+    layout = Layout(args.dir)
+    line = reader.find(layout, seq=args.seq, trace_id=args.trace_id)
+    proof = reader.inclusion_proof(layout, _verifier(layout.vkey), line)
+    _write_out(proof, args.output)
+    if args.record:
+        Path(args.record).write_bytes(line.data + b"\n")
+    return EXIT_OK
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    layout = Layout(args.dir)
+    _write_out(reader.consistency_proof(layout, _verifier(layout.vkey), args.old), args.output)
+    return EXIT_OK
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    verifier = _verifier(args.vkey)
+    data = _read(args.file)
+    try:
+        if data.startswith(cpmod.PROOF_HEADER.encode()):
+            if not args.record:
+                _die("an inclusion proof needs --record FILE (the record's line)")
+            line = _read(args.record).rstrip(b"\n")
+            cp = cpmod.verify_inclusion(data, line, [verifier])
+            what = f"record {cpmod.parse_inclusion(data).index} is in the tree of size {cp.size}"
+        elif data.startswith(cpmod.CONSISTENCY_HEADER.encode()):
+            if not (args.old and args.new):
+                _die("a consistency proof needs --old and --new (signed checkpoint files)")
+            old = cpmod.open_signed(_read(args.old), [verifier])
+            new = cpmod.open_signed(_read(args.new), [verifier])
+            cpmod.verify_consistency(data, old, new)
+            what = f"tree {new.size} extends tree {old.size}"
+        else:
+            _die(f"{args.file} is neither a {cpmod.PROOF_HEADER} nor a "
+                 f"{cpmod.CONSISTENCY_HEADER} file")
+    except (merkle.ProofError, note.NoteError) as exc:
+        print(f"FAILED: {exc}")
+        return EXIT_FAILED
+    except cpmod.FormatError as exc:
+        _die(f"{args.file}: {exc}")
+    print(f"OK: {what}, signed by {verifier.name}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return demo.run(args.dir, args.records, Progress("demo append"))
+
+
+# -- parser --------------------------------------------------------------------------
+
+
+def _dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                   help=f"ledger directory (default {DEFAULT_DIR})")
+
+
+def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str,
+             ledger_dir: bool = True) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func)
+    if ledger_dir:
+        _dir_arg(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vantio", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vantio {__version__}")
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ledger = top.add_parser("ledger", help="the WORM ledger: write, seal, verify, prove",
+                            description="The WORM ledger: write, seal, verify, prove.")
+    sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "init", cmd_init, "create a ledger: layout, identity key, vkey, "
+                 "tenant 'default', genesis record; prints the verifier key")
+    p.add_argument("--origin", help="checkpoint origin (default vantio.appliance/<host>/ledger)")
+    p.add_argument("--no-flags", action="store_true",
+                   help="do not set +a/+i (file systems or users without CAP_LINUX_IMMUTABLE)")
+
+    tenant = sub.add_parser("tenant", help="tenants and their API keys",
+                            description="Tenants and their API keys.")
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True, metavar="COMMAND")
+    p = _command(tsub, "add", cmd_tenant_add,
+                 "create a tenant; prints its new API key alone on stdout, once")
+    p.add_argument("name")
+    p.add_argument("--role", choices=keys.ROLES, default="writer",
+                   help="writer keys may only write, reader keys only read (default writer)")
+    _command(tsub, "list", cmd_tenant_list, "list tenants and their roles")
+
+    p = _command(sub, "append", cmd_append, "append event records given as JSON lines; "
+                 "prints one JSON line per record: trace_id, seq, receipt")
+    p.add_argument("file", nargs="?", default="-", help="JSON lines (default - for stdin)")
+    p.add_argument("--tenant", default="default", help="tenant the records belong to")
+    p.add_argument("--batch", type=int, default=1024, help="records per group commit")
+    p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+
+    p = _command(sub, "seal", cmd_seal, "seal the active segment now (+i) and start the next; "
+                 "prints the sealed checkpoint")
+    p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+    p = _command(sub, "status", cmd_status, "size, segments, flags, tenants, latest checkpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _command(sub, "show", cmd_show, "print records (the last 10 by default)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--seq", type=int, help="the record with this seq")
+    g.add_argument("--trace-id", help="the record with this trace id")
+    g.add_argument("--tail", type=int, default=10, help="the last N records")
+
+    p = _command(sub, "verify", cmd_verify, "verify the whole ledger offline: exit 0 intact, "
+                 "1 it does not verify (first finding named), 2 unreadable")
+    p.add_argument("--vkey", type=Path, help="trusted verifier key file (default DIR/vkey)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--jobs", type=int, help="processes to scan segments with (default: cores)")
+
+    p = _command(sub, "proof", cmd_proof,
+                 "write a C2SP .tlog-proof for one record against the latest checkpoint")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--seq", type=int)
+    g.add_argument("--trace-id")
+    p.add_argument("-o", "--output", help="proof file (default stdout)")
+    p.add_argument("--record", help="also write the record's line to this file")
+
+    p = _command(sub, "consistency", cmd_consistency,
+                 "write a consistency proof from tree size OLD to the latest checkpoint")
+    p.add_argument("--old", type=int, required=True, help="the older tree size")
+    p.add_argument("-o", "--output", help="proof file (default stdout)")
+
+    p = _command(sub, "verify-proof", cmd_verify_proof,
+                 "check a .tlog-proof against a record line, or a consistency proof against "
+                 "two checkpoints; exit 0 holds, 1 does not, 2 unreadable", ledger_dir=False)
+    p.add_argument("file", help="proof file (- for stdin)")
+    p.add_argument("--vkey", type=Path, required=True, help="trusted verifier key file")
+    p.add_argument("--record", help="the record's line (for an inclusion proof)")
+    p.add_argument("--old", help="older signed checkpoint (for a consistency proof)")
+    p.add_argument("--new", help="newer signed checkpoint (for a consistency proof)")
+
+    p = _command(top, "demo", cmd_demo, "create a local ledger, feed it demo records, seal, "
+                 "verify and prove one record, printing each step", ledger_dir=False)
+    p.add_argument("--dir", type=Path, default=Path("demo-ledger"),
+                   help="where to create the demo ledger (default ./demo-ledger)")
+    p.add_argument("--records", type=int, default=5000, help="how many demo records")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (CommandError, writer.LedgerError, keys.KeyFileError, reader.ReadError,
+            VerifyError, note.NoteError) as exc:
+        print(f"vantio: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Key files: the host's Ed25519 identity key and the tenants' API keys.
+
+Every private file is created 0600 inside a 0700 directory with O_EXCL, so a
+key is never world-readable, not even for an instant, whatever the umask.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from .records import TENANT_RE
+
+ROLES: Final = ("writer", "reader")
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, malformed, or would be overwritten."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def generate_identity(path: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    write_private(path, pem)
+    return key
+
+
+def load_identity(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot load identity key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 key")
+    return key
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    api_key: str
+    role: str
+
+
+class TenantStore:
+    """One 0600 JSON file per tenant under ``keys/tenants``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, name: str) -> Path:
+        if not TENANT_RE.fullmatch(name):
+            raise KeyFileError(f"tenant name {name!r} must match {TENANT_RE.pattern}")
+        return self.directory / f"{name}.json"
+
+    def add(self, name: str, role: str = "writer") -> Tenant:
+        if role not in ROLES:
+            raise KeyFileError(f"role must be one of {', '.join(ROLES)}")
+        path = self._path(name)
+        make_private_dir(self.directory)
+        api_key = "vt_" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        tenant = Tenant(name, api_key, role)
+        try:
+            write_private(path, msgspec.json.encode({"name": name, "api_key": api_key, "role": role}))
+        except FileExistsError:
+            raise KeyFileError(f"tenant {name!r} exists already") from None
+        return tenant
+
+    def get(self, name: str) -> Tenant:
+        path = self._path(name)
+        try:
+            data = msgspec.json.decode(path.read_bytes())
+            return Tenant(data["name"], data["api_key"], data["role"])
+        except FileNotFoundError:
+            raise KeyFileError(f"no tenant {name!r} in {self.directory}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyFileError(f"tenant file {path} is unreadable: {exc}") from None
+
+    def names(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.json"))

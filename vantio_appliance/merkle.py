@@ -1,0 +1,214 @@
+"""RFC 6962 Merkle tree hashing and proofs (the same as RFC 9162 section 2.1).
+
+Pure functions over leaf hashes. ``CompactRange`` is what a writer or a
+streaming verifier keeps: one hash per set bit of the tree size, enough to
+extend the tree and compute its root. ``Tree`` keeps every level and answers
+inclusion and consistency proofs; the verify functions need only the proof.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
+
+
+class ProofError(ValueError):
+    """A proof is malformed or does not lead to the expected root."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than ``n`` (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class CompactRange:
+    """The right edge of a tree: the roots of its maximal perfect subtrees."""
+
+    __slots__ = ("_stack", "size")
+
+    def __init__(self, size: int = 0, stack: Sequence[bytes] = ()) -> None:
+        if len(stack) != size.bit_count():
+            raise ValueError(f"a tree of size {size} has {size.bit_count()} subtree roots")
+        self.size = size
+        self._stack = list(stack)
+
+    @property
+    def hashes(self) -> list[bytes]:
+        return list(self._stack)
+
+    def append(self, leaf: bytes) -> None:
+        stack, size, h = self._stack, self.size, leaf
+        while size & 1:
+            h = _sha256(b"\x01" + stack.pop() + h).digest()
+            size >>= 1
+        stack.append(h)
+        self.size += 1
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        for leaf in leaves:
+            self.append(leaf)
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        r = self._stack[-1]
+        for h in reversed(self._stack[:-1]):
+            r = node_hash(h, r)
+        return r
+
+    def copy(self) -> CompactRange:
+        return CompactRange(self.size, self._stack)
+
+
+class Tree:
+    """All levels of a tree over ``leaves``: answers proofs for any size up to its own."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self._levels: list[list[bytes]] = [list(leaves)]
+        while len(self._levels[-1]) > 1:
+            lv = self._levels[-1]
+            self._levels.append([node_hash(lv[i], lv[i + 1]) for i in range(0, len(lv) - 1, 2)])
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0])
+
+    def _hash(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi])."""
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and lo % n == 0:  # a perfect, aligned subtree: stored
+            return self._levels[n.bit_length() - 1][lo // n]
+        k = _split(n)
+        return node_hash(self._hash(lo, lo + k), self._hash(lo + k, hi))
+
+    def root(self, size: int | None = None) -> bytes:
+        return self._hash(0, self.size if size is None else self._size(size))
+
+    def _size(self, size: int) -> int:
+        if not 0 <= size <= self.size:
+            raise ValueError(f"tree size {size} outside 0..{self.size}")
+        return size
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[0:size]) of RFC 6962 section 2.1.1."""
+        self._size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"index {index} not in a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                proof.append(self._hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._hash(lo, lo + k))
+                lo += k
+        proof.reverse()
+        return proof
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """PROOF(old, D[0:new]) of RFC 6962 section 2.1.2."""
+        self._size(new)
+        if not 0 <= old <= new:
+            raise ValueError(f"old size {old} not in 0..{new}")
+        if old in (0, new):
+            return []
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, new, old, True
+        while m != hi - lo:
+            k = _split(hi - lo)
+            if m <= k:
+                proof.append(self._hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._hash(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        if not complete:
+            proof.append(self._hash(lo, hi))
+        proof.reverse()
+        return proof
+
+
+def root_of(leaves: Iterable[bytes]) -> bytes:
+    cr = CompactRange()
+    cr.extend(leaves)
+    return cr.root()
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
+                     root: bytes) -> None:
+    """RFC 9162 section 2.1.3.2; raises ProofError unless ``leaf`` is at ``index``."""
+    if not 0 <= index < size:
+        raise ProofError(f"index {index} not in a tree of size {size}")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise ProofError("inclusion proof too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("inclusion proof too short")
+    if r != root:
+        raise ProofError("inclusion proof does not lead to the root")
+
+
+def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,
+                       proof: Sequence[bytes]) -> None:
+    """RFC 9162 section 2.1.4.2; raises ProofError unless tree ``new`` extends tree ``old``."""
+    if not 0 <= old <= new:
+        raise ProofError(f"old size {old} is larger than new size {new}")
+    if old == new:
+        if proof:
+            raise ProofError("proof must be empty for equal sizes")
+        if old_root != new_root:
+            raise ProofError("equal sizes with different roots")
+        return
+    if old == 0:
+        if proof:
+            raise ProofError("proof must be empty from the empty tree")
+        return
+    if not proof:
+        raise ProofError("empty consistency proof")
+    path = list(proof)
+    if old & (old - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old - 1, new - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof too long")
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("consistency proof too short")
+    if fr != old_root:
+        raise ProofError("consistency proof does not lead to the old root")
+    if sr != new_root:
+        raise ProofError("consistency proof does not lead to the new root")

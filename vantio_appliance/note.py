@@ -1,0 +1,156 @@
+"""C2SP signed-note with Ed25519 keys: signing, verifier keys, verification.
+
+Pure apart from the key objects: nothing here reads or writes files. A note is
+its text (ending in a newline), an empty line, and one signature line per
+signer, ``— <name> <base64(4-byte key id || signature)>``. Verifiers ignore
+lines whose key they do not know, so cosignatures can be added later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+ALG_ED25519: Final = 0x01
+_DASH: Final = "\u2014 "
+
+
+class NoteError(ValueError):
+    """A note or key is malformed, or no trusted signature verifies."""
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() or c == "+" for c in name):
+        raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
+
+
+def key_id(name: str, public: bytes) -> bytes:
+    """First 4 bytes of SHA-256(name || 0x0A || 0x01 || public key)."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public).digest()[:4]
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A named Ed25519 public key, as C2SP verifier-key text describes it."""
+
+    name: str
+    public: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.name, self.public)
+
+    def __str__(self) -> str:
+        raw = base64.b64encode(bytes([ALG_ED25519]) + self.public).decode()
+        return f"{self.name}+{self.key_id.hex()}+{raw}"
+
+    @classmethod
+    def parse(cls, text: str) -> Verifier:
+        """Parse ``<name>+<hex key id>+<base64(0x01 || public key)>``."""
+        parts = text.strip().split("+", 2)  # the base64 key itself may contain "+"
+        if len(parts) != 3:
+            raise NoteError("verifier key must be <name>+<key id>+<key>")
+        name, hex_id, b64 = parts
+        _check_name(name)
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            kid = bytes.fromhex(hex_id)
+        except (binascii.Error, ValueError):
+            raise NoteError("verifier key is not valid hex/base64") from None
+        if len(raw) != 33 or raw[0] != ALG_ED25519 or len(kid) != 4:
+            raise NoteError("verifier key is not an Ed25519 key")
+        verifier = cls(name, raw[1:])
+        if verifier.key_id != kid:
+            raise NoteError("verifier key id does not match its name and key")
+        return verifier
+
+    def verifies(self, text: bytes, signature: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public).verify(signature, text)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class Signer:
+    """A named Ed25519 private key that signs notes."""
+
+    def __init__(self, name: str, key: Ed25519PrivateKey) -> None:
+        _check_name(name)
+        self.name = name
+        self._key = key
+        self.verifier = Verifier(name, _raw_public(key.public_key()))
+        self._prefix = f"{_DASH}{name} ".encode()
+        self._kid = self.verifier.key_id
+
+    def signature_line(self, text: bytes) -> bytes:
+        sig = base64.b64encode(self._kid + self._key.sign(text))
+        return self._prefix + sig + b"\n"
+
+    def sign(self, text: bytes) -> bytes:
+        """The signed note: ``text``, an empty line, this signer's line."""
+        if not text.endswith(b"\n"):
+            raise NoteError("note text must end with a newline")
+        return text + b"\n" + self.signature_line(text)
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    key_id: bytes
+    signature: bytes
+
+
+def split(note: bytes) -> tuple[bytes, list[Signature]]:
+    """The text and the signature lines of a signed note."""
+    text, sep, sigs = note.rpartition(b"\n\n")
+    if not sep or not sigs.endswith(b"\n"):
+        raise NoteError("not a signed note (no empty line before signatures)")
+    text += b"\n"
+    out = []
+    for line in sigs[:-1].split(b"\n"):
+        try:
+            s = line.decode()
+        except UnicodeDecodeError:
+            raise NoteError("signature line is not UTF-8") from None
+        if not s.startswith(_DASH):
+            raise NoteError(f"malformed signature line: {s[:40]!r}")
+        name, _, b64 = s[len(_DASH):].partition(" ")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except binascii.Error:
+            raise NoteError(f"signature of {name} is not base64") from None
+        if len(raw) < 5:
+            raise NoteError(f"signature of {name} too short")
+        out.append(Signature(name, raw[:4], raw[4:]))
+    return text, out
+
+
+def verify(note: bytes, verifiers: list[Verifier]) -> tuple[bytes, list[Verifier]]:
+    """Return the note's text and the known verifiers whose signatures hold.
+
+    Raises NoteError when none does: an unsigned note proves nothing.
+    """
+    text, sigs = split(note)
+    good = []
+    for v in verifiers:
+        for s in sigs:
+            if s.name == v.name and s.key_id == v.key_id:
+                if not v.verifies(text, s.signature):
+                    raise NoteError(f"signature of {v.name} does not verify")
+                good.append(v)
+                break
+    if not good:
+        raise NoteError("no signature by a trusted key")
+    return text, good

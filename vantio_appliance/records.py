@@ -1,0 +1,245 @@
+"""The record model: the whitelist of FORMATS.md section 1, and nothing else.
+
+Validation is structural: every record kind is a msgspec Struct that forbids
+unknown fields, so content (a prompt, a completion, a message body) has no
+field to travel in. msgspec checks types and bounds in C, which is what lets
+the verifier re-validate every record at full speed. Errors name the field by
+its dotted path and say why, because the operator has only the error to go on.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+VERSION: Final = 1
+SYSTEM_TENANT: Final = "_system"  # writes the ledger's own records; no client can be it
+ACTIONS: Final = ("permit", "block", "quarantine")
+KINDS: Final = ("event", "genesis", "seal", "torn")
+MAX_INT: Final = 2**63 - 1
+
+TENANT_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TENANT_RE: Final = re.compile(TENANT_PATTERN)
+TRACE_ID_PATTERN: Final = (
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+TRACE_ID_RE: Final = re.compile(TRACE_ID_PATTERN)
+
+Count = Annotated[int, Meta(ge=0, le=MAX_INT)]
+U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+TraceId = Annotated[str, Meta(pattern=TRACE_ID_PATTERN)]
+Tenant = Annotated[str, Meta(pattern=TENANT_PATTERN)]
+Action = Literal["permit", "block", "quarantine"]
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[str, Meta(min_length=1, max_length=max_length)]
+
+
+class _Closed(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A JSON object that admits only its declared fields."""
+
+
+class Time(_Closed):
+    """When a record was accepted, and the interval the host can vouch for."""
+
+    mono_ns: Count
+    real_ns: Count
+    earliest_ns: Count
+    latest_ns: Count
+
+
+class Proc(_Closed):
+    pid: U32 | UnsetType = UNSET
+    tgid: U32 | UnsetType = UNSET
+    uid: U32 | UnsetType = UNSET
+    gid: U32 | UnsetType = UNSET
+    comm: _text(16) | UnsetType = UNSET
+    cgroup: _text(4096) | UnsetType = UNSET
+    cgroup_ancestry: Annotated[list[Count], Meta(max_length=64)] | UnsetType = UNSET
+
+
+class Args(_Closed):
+    """Normalized system-call arguments: addresses and sizes, never buffers."""
+
+    family: Literal["inet", "inet6", "unix"] | UnsetType = UNSET
+    address: _text(255) | UnsetType = UNSET
+    port: Port | UnsetType = UNSET
+    proto: Literal["tcp", "udp", "icmp", "raw", "any"] | UnsetType = UNSET
+    size: Count | UnsetType = UNSET
+    flags: Count | UnsetType = UNSET
+    path: _text(4096) | UnsetType = UNSET
+    argc: Port | UnsetType = UNSET
+
+
+class Syscall(_Closed):
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}$")]
+    args: Args | UnsetType = UNSET
+
+
+HostPort = Annotated[str, Meta(max_length=262,
+                               pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):[0-9]{1,5}$")]
+
+
+class EventFields(_Closed):
+    """What a client may submit for an event: FORMATS.md section 1, without receipt."""
+
+    action: Action
+    trace_id: TraceId | UnsetType = UNSET
+    proc: Proc | UnsetType = UNSET
+    syscall: Syscall | UnsetType = UNSET
+    target_host: HostPort | UnsetType = UNSET
+    bytes_severed: Count | UnsetType = UNSET
+
+
+class _Record(_Closed, tag_field="kind"):
+    v: Literal[1]
+    seq: Count
+    trace_id: TraceId
+    tenant: Annotated[str, Meta(min_length=1, max_length=63)]
+    time: Time
+
+
+class Event(_Record, tag="event"):
+    action: Action
+    receipt: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    proc: Proc | UnsetType = UNSET
+    syscall: Syscall | UnsetType = UNSET
+    target_host: HostPort | UnsetType = UNSET
+    bytes_severed: Count | UnsetType = UNSET
+
+
+class Genesis(_Record, tag="genesis"):
+    origin: _text(255)
+    vkey: _text(512)
+
+
+class Seal(_Record, tag="seal"):
+    segment: _text(64)
+    checkpoint: _text(16384)
+
+
+class Torn(_Record, tag="torn"):
+    segment: _text(64)
+    offset: Count
+    length: Count
+
+
+Record = Event | Genesis | Seal | Torn
+SystemRecord = Genesis | Seal | Torn
+
+
+class RecordError(ValueError):
+    """A record or submission breaks the schema; ``field`` is its dotted path."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+
+
+def _record_error(exc: msgspec.ValidationError, default: str = "record") -> RecordError:
+    """Turn msgspec's ``reason - at `$.a.b``` into a RecordError naming ``a.b``."""
+    m = _AT.match(str(exc))
+    assert m is not None
+    reason, path = m["reason"], (m["path"] or "").lstrip(".")
+    unknown = _UNKNOWN.match(reason)
+    if unknown:
+        path = f"{path}.{unknown['name']}" if path else unknown["name"]
+        reason = "field not allowed (only whitelisted metadata is accepted)"
+    elif reason.startswith("Object missing required field"):
+        name = reason.split("`")[1]
+        path, reason = (f"{path}.{name}" if path else name), "required"
+    return RecordError(path or default, reason)
+
+
+_SUBMISSION_DECODER: Final = msgspec.json.Decoder(EventFields)
+_RECORD_DECODER: Final = msgspec.json.Decoder(Record)
+
+
+def new_trace_id() -> str:
+    """A random RFC 4122 version 4 UUID, lower-case and hyphenated."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def receipt(api_key: str, trace_id: str) -> str:
+    """Hex HMAC-SHA256 over the trace id, keyed with the tenant's API key (its ASCII bytes)."""
+    return hmac.digest(api_key.encode(), trace_id.encode(), "sha256").hex()
+
+
+def _with_trace_id(fields: EventFields) -> EventFields:
+    if fields.trace_id is UNSET:
+        fields.trace_id = new_trace_id()
+    return fields
+
+
+def decode_submission(data: bytes) -> EventFields:
+    """Parse and validate one submitted event (JSON bytes); a trace id is added if absent."""
+    try:
+        return _with_trace_id(_SUBMISSION_DECODER.decode(data))
+    except msgspec.ValidationError as exc:
+        raise _record_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise RecordError("record", f"not JSON: {exc}") from None
+
+
+def submission_fields(fields: Any) -> EventFields:
+    """Validate an already-parsed submission (a dict); a trace id is added if absent."""
+    if type(fields) is not dict:
+        raise RecordError("record", f"expected object, got {type(fields).__name__}")
+    try:
+        return _with_trace_id(msgspec.convert(fields, EventFields))
+    except msgspec.ValidationError as exc:
+        raise _record_error(exc) from None
+
+
+def check_submission(fields: Any) -> dict[str, Any]:
+    """Validate a submission; return it as a new dict with its trace id."""
+    out: dict[str, Any] = msgspec.to_builtins(submission_fields(fields))
+    return out
+
+
+def decode_record(line: bytes) -> Record:
+    """Parse and validate a record line (without its newline); canonical form is not checked."""
+    try:
+        return _RECORD_DECODER.decode(line)
+    except msgspec.ValidationError as exc:
+        raise _record_error(exc) from None
+
+
+def check_record(record: Any) -> None:
+    """Validate a record (a dict) read back from a ledger, whatever its kind."""
+    try:
+        rec = msgspec.convert(record, Record)
+    except msgspec.ValidationError as exc:
+        raise _record_error(exc) from None
+    check_tenant(rec)
+
+
+def check_tenant(rec: Record) -> None:
+    """Events belong to tenants; the ledger's own records to SYSTEM_TENANT."""
+    if isinstance(rec, Event):
+        if not TENANT_RE.match(rec.tenant):
+            raise RecordError("tenant", "not a tenant name")
+    elif rec.tenant != SYSTEM_TENANT:
+        raise RecordError("tenant", f"{type(rec).__name__.lower()} records belong to "
+                          f"{SYSTEM_TENANT}")
+
+
+def make_record(seq: int, kind: str, tenant: str, time: Time,
+                fields: dict[str, Any]) -> dict[str, Any]:
+    """Assemble a record as a dict; ``fields`` must already be valid for ``kind``."""
+    record = dict(fields)
+    record.setdefault("trace_id", new_trace_id())
+    record.update(v=VERSION, seq=seq, kind=kind, tenant=tenant, time=msgspec.to_builtins(time))
+    return record

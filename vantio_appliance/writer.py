@@ -1,0 +1,425 @@
+"""The one writer of a ledger directory: commit, seal, recover.
+
+Invariants the rest of the product relies on:
+
+- a record is acknowledged only after its bytes are fdatasync'd;
+- the tree signed into a checkpoint covers only durable records, so the host
+  never signs two checkpoints that disagree;
+- a segment goes from append-only (+a) to immutable (+i) in one ioctl, after
+  its `seal` record is durable, so there is no moment at which it is writable;
+- after a crash, opening the ledger finishes any half-done seal and excuses a
+  torn tail with a `torn` record: the sequence continues, nothing is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from . import checkpoint as cpmod
+from . import keys, merkle, note
+from ._internal import osutil
+from .canonical import CanonicalError, decode, encode
+from .layout import Layout, segment_first_seq, segment_name
+from .records import (
+    SYSTEM_TENANT,
+    Event,
+    EventFields,
+    Genesis,
+    RecordError,
+    Seal,
+    SystemRecord,
+    Time,
+    Torn,
+    decode_submission,
+    new_trace_id,
+    receipt,
+    submission_fields,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_BYTES: Final = 64 * 2**20
+DEFAULT_SEGMENT_AGE_S: Final = 86_400
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or written as asked; the message says why."""
+
+
+class LedgerUnavailable(LedgerError):
+    """A write failed (disk full, I/O error): nothing of the batch is acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated event submission: only ``submission()`` and ``parse()`` make one."""
+
+    tenant: str
+    fields: EventFields
+
+
+def submission(tenant: str, fields: Any) -> Submission:
+    """Validate ``fields`` (a parsed JSON object) against the whitelist; raises RecordError."""
+    return Submission(tenant, submission_fields(fields))
+
+
+def parse(tenant: str, data: bytes) -> Submission:
+    """Validate one JSON-encoded submission; raises RecordError."""
+    return Submission(tenant, decode_submission(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """What a caller gets back once its record is durable."""
+
+    seq: int
+    trace_id: str
+    receipt: str
+    leaf_hash: bytes
+    time: Time
+
+
+def _time(error_ns: int) -> Time:
+    mono, real = osutil.now()
+    return Time(mono_ns=mono, real_ns=real, earliest_ns=real - error_ns,
+                latest_ns=real + error_ns)
+
+
+class Ledger:
+    """An open ledger directory, held exclusively by this process."""
+
+    def __init__(self, root: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 segment_age_s: float = DEFAULT_SEGMENT_AGE_S, use_flags: bool = True) -> None:
+        self.layout = Layout(root)
+        self.segment_bytes = segment_bytes
+        self.segment_age_ns = int(segment_age_s * 1e9)
+        self.use_flags = use_flags
+        self._lock_fd = self._lock()
+        try:
+            ident = keys.load_identity(self.layout.identity)
+            self.origin = note.Verifier.parse(self.layout.vkey.read_text()).name
+            self.signer = note.Signer(self.origin, ident)
+            if self.signer.verifier != note.Verifier.parse(self.layout.vkey.read_text()):
+                raise LedgerError(f"{self.layout.vkey} does not match the identity key")
+            self.tenants = keys.TenantStore(self.layout.tenants)
+            self._api_keys: dict[str, str] = {}
+            self._tree = merkle.CompactRange()
+            self._fd = -1
+            self._dirty = False
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------
+
+    def _lock(self) -> int:
+        if not self.layout.identity.exists():
+            raise LedgerError(f"{self.layout.root} is not a ledger (run vantio ledger init)")
+        fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LedgerError(
+                f"{self.layout.root} is held by another writer (pid {holder}); "
+                "the ledger has one writer at a time") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _recover(self) -> None:
+        names = self.layout.segment_names()
+        if not names:
+            self._open_segment(0)
+            self._commit([self._genesis()])
+            return
+        start, offset = self._load_state(names)
+        for name in names[start:-1]:
+            self._absorb(name, offset, active=False)
+            offset = 0
+        self.active = names[-1]
+        self._absorb(self.active, offset, active=True)
+        self._fd = os.open(self.layout.segments / self.active,
+                           os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        for name in names[:-1]:
+            self._make_immutable(self.layout.segments / name)
+        if self._torn is not None:
+            self._append_torn()
+        if self._last_kind == "seal":  # crashed between the seal record and the new segment
+            self._finish_seal()
+        else:
+            self._point_link()
+            self._publish()
+
+    def _load_state(self, names: list[str]) -> tuple[int, int]:
+        """Resume from the cached right edge of the tree when it fits the files."""
+        try:
+            st = msgspec.json.decode(self.layout.state.read_bytes())
+            start = names.index(st["segment"])
+            tree = merkle.CompactRange(st["size"], [base64.b64decode(h) for h in st["stack"]])
+            if not 0 <= st["offset"] <= (self.layout.segments / st["segment"]).stat().st_size:
+                raise ValueError("offset beyond segment")
+        except (OSError, msgspec.DecodeError, ValueError, KeyError, TypeError):
+            return 0, 0
+        self._tree = tree
+        return start, int(st["offset"])
+
+    def _absorb(self, name: str, offset: int, *, active: bool) -> None:
+        """Hash the records of a segment from ``offset`` into the tree."""
+        data = (self.layout.segments / name).read_bytes()
+        if offset == 0 and data and segment_first_seq(name) != self._tree.size:
+            raise LedgerError(f"segment {name} does not start at seq {self._tree.size}")
+        self._last_kind, self._torn, bad_at = None, None, None
+        pos = offset
+        while pos < len(data):
+            end = data.find(b"\n", pos)
+            if end < 0:  # a torn tail: bytes with no newline
+                self._torn = (bad_at if bad_at is not None else pos, len(data))
+                break
+            line = data[pos:end]
+            try:
+                rec = decode(line)
+                ok = type(rec) is dict and rec.get("seq") == self._tree.size
+            except CanonicalError:
+                ok = False
+            if not ok:
+                bad_at = pos if bad_at is None else bad_at
+            elif rec["kind"] == "torn" and bad_at is not None:
+                if (rec["offset"], rec["length"]) != (bad_at, pos - 1 - bad_at):
+                    raise LedgerError(f"{name}: torn record at byte {pos} names other bytes")
+                bad_at = None
+            if ok:
+                if bad_at is not None:
+                    raise LedgerError(f"{name}: bytes at {bad_at} are not records and not torn; "
+                                      "run vantio ledger verify")
+                self._tree.append(merkle.leaf_hash(line))
+                self._last_kind = rec["kind"]
+            pos = end + 1
+        if bad_at is not None and self._torn is None:
+            self._torn = (bad_at, len(data))
+        if self._torn is not None and not active:
+            raise LedgerError(f"sealed segment {name} has a torn tail; run vantio ledger verify")
+        # resume here after a failed repair: the torn bytes are met again, whole
+        self._offset = self._torn[0] if self._torn else len(data)
+        first = data[:data.find(b"\n")]
+        try:
+            self._segment_start_ns = int(msgspec.json.decode(first)["time"]["real_ns"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            self._segment_start_ns = time.time_ns()
+
+    # -- records ---------------------------------------------------------------
+
+    def _system(self, kind: type[SystemRecord], **fields: Any) -> bytes:
+        return encode(kind(v=1, seq=self._tree.size, trace_id=new_trace_id(),
+                           tenant=SYSTEM_TENANT, time=_time(osutil.clock_error_ns()), **fields))
+
+    def _genesis(self) -> bytes:
+        return self._system(Genesis, origin=self.origin, vkey=str(self.signer.verifier))
+
+    def _api_key(self, tenant: str) -> str:
+        key = self._api_keys.get(tenant)
+        if key is None:
+            key = self._api_keys[tenant] = self.tenants.get(tenant).api_key
+        return key
+
+    def append(self, batch: Sequence[Submission]) -> list[Ack]:
+        """Commit ``batch`` as one group: durable when this returns.
+
+        Raises LedgerUnavailable when the disk refuses the write: then no
+        record of the batch is acknowledged, and the next call repairs the
+        tail before it writes.
+        """
+        self._repair()
+        error_ns = osutil.clock_error_ns()
+        lines, acks = [], []
+        seq = self._tree.size
+        for sub in batch:
+            f, t = sub.fields, _time(error_ns)
+            tid = f.trace_id
+            assert isinstance(tid, str)  # submissions always carry one
+            rcpt = receipt(self._api_key(sub.tenant), tid)
+            line = encode(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
+                                action=f.action, receipt=rcpt, proc=f.proc, syscall=f.syscall,
+                                target_host=f.target_host, bytes_severed=f.bytes_severed))
+            lines.append(line)
+            acks.append(Ack(seq, tid, rcpt, merkle.leaf_hash(line), t))
+            seq += 1
+        self._commit(lines, [a.leaf_hash for a in acks])
+        self._rotate_if_due()
+        return acks
+
+    # -- writing ---------------------------------------------------------------
+
+    def _commit(self, lines: list[bytes], leaves: list[bytes] | None = None) -> None:
+        data = b"\n".join(lines) + b"\n"
+        self._write_durable(data)
+        self._tree.extend(leaves if leaves is not None else map(merkle.leaf_hash, lines))
+        self._offset += len(data)
+        self._publish()
+
+    def _write_durable(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._dirty = True
+            raise LedgerUnavailable(f"ledger write failed: {exc.strerror}") from None
+
+    def _repair(self) -> None:
+        """After a failed write: take in whatever reached the disk, excuse a torn tail."""
+        if not self._dirty:
+            return
+        try:  # what reached the page cache must be durable before it is signed
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise LedgerUnavailable(f"ledger still unwritable: {exc.strerror}") from None
+        self._absorb(self.active, self._offset, active=True)
+        if self._torn is not None:
+            self._append_torn()
+        self._dirty = False
+        self._publish()
+
+    def _append_torn(self) -> None:
+        assert self._torn is not None
+        off, end = self._torn
+        line = self._system(Torn, segment=self.active, offset=off, length=end - off)
+        self._write_durable(b"\n" + line + b"\n")
+        log.warning("torn tail of %s (%d bytes at %d) excused by a torn record",
+                    self.active, end - off, off)
+        self._tree.append(merkle.leaf_hash(line))
+        self._offset = end + 1 + len(line) + 1
+        self._torn = None
+
+    def _publish(self) -> None:
+        """Sign the tree and replace the checkpoint file (the file is derivable: no fsync)."""
+        osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
+
+    def signed_checkpoint(self) -> bytes:
+        cp = cpmod.Checkpoint(self.origin, self._tree.size, self._tree.root())
+        return cpmod.sign(cp, self.signer)
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    # -- segments --------------------------------------------------------------
+
+    def _rotate_if_due(self) -> None:
+        if (self._offset >= self.segment_bytes
+                or time.time_ns() - self._segment_start_ns >= self.segment_age_ns):
+            self.seal()
+
+    def seal(self) -> bytes:
+        """Seal the active segment and start the next; returns the sealed checkpoint."""
+        self._repair()
+        signed = self.signed_checkpoint()
+        line = self._system(Seal, segment=self.active, checkpoint=signed.decode())
+        self._commit([line])
+        self._finish_seal()
+        return signed
+
+    def _finish_seal(self) -> None:
+        if self._fd >= 0 and self.use_flags:
+            try:  # +i and -a in one ioctl: ext4 refuses to drop +a once +i is set
+                osutil.add_flags(self._fd, osutil.FS_IMMUTABLE_FL, osutil.FS_APPEND_FL)
+            except osutil.FlagsUnsupported as exc:
+                self._flags_unavailable(exc)
+        os.close(self._fd)
+        self._fd = -1
+        self._open_segment(self._tree.size)
+        self._publish()
+        self._save_state()
+
+    def _make_immutable(self, path: Path) -> None:
+        if not self.use_flags:
+            return
+        flags = osutil.path_flags(path)
+        if flags is not None and not flags & osutil.FS_IMMUTABLE_FL:
+            try:
+                osutil.set_path_flags(path, osutil.FS_IMMUTABLE_FL, osutil.FS_APPEND_FL)
+            except osutil.FlagsUnsupported as exc:
+                self._flags_unavailable(exc)
+
+    def _flags_unavailable(self, exc: OSError) -> None:
+        log.warning("inode flags unavailable (%s): segments are not +a/+i; "
+                    "the signatures still make tampering evident", exc.strerror)
+        self.use_flags = False
+
+    def _open_segment(self, first_seq: int) -> None:
+        self.active = segment_name(first_seq)
+        self.layout.segments.mkdir(mode=0o750, exist_ok=True)
+        path = self.layout.segments / self.active
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        if self.use_flags:
+            try:
+                osutil.add_flags(self._fd, osutil.FS_APPEND_FL)
+            except osutil.FlagsUnsupported as exc:
+                self._flags_unavailable(exc)
+        osutil.fsync_dir(self.layout.segments)
+        self._offset = os.fstat(self._fd).st_size
+        self._segment_start_ns = time.time_ns()
+        self._point_link()
+
+    def _point_link(self) -> None:
+        """Switch ledger.worm to the active segment by an atomic rename."""
+        link, target = self.layout.link, f"segments/{self.active}"
+        if link.is_symlink() and os.readlink(link) == target:
+            return
+        tmp = link.with_name(".ledger.worm.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        osutil.fsync_dir(self.layout.root)
+
+    def _save_state(self) -> None:
+        state = {"segment": self.active, "offset": self._offset, "size": self._tree.size,
+                 "stack": [base64.b64encode(h).decode() for h in self._tree.hashes]}
+        osutil.replace_file(self.layout.state, msgspec.json.encode(state), 0o600)
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            if not self._dirty:
+                self._save_state()
+            os.close(self._fd)
+            self._fd = -1
+        if getattr(self, "_lock_fd", -1) >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def init(root: Path, origin: str, *, use_flags: bool = True) -> note.Verifier:
+    """Create a ledger directory: identity key, vkey, tenant `default`, genesis record."""
+    layout = Layout(root)
+    if layout.identity.exists() or layout.segment_names():
+        raise LedgerError(f"{root} holds a ledger already")
+    root.mkdir(mode=0o750, parents=True, exist_ok=True)
+    keys.make_private_dir(layout.keys)
+    verifier = note.Signer(origin, keys.generate_identity(layout.identity)).verifier
+    osutil.replace_file(layout.vkey, f"{verifier}\n".encode(), 0o644, durable=True)
+    keys.TenantStore(layout.tenants).add("default")
+    Ledger(root, use_flags=use_flags).close()
+    return verifier
+
+
+__all__ = ["Ack", "Ledger", "LedgerError", "LedgerUnavailable", "RecordError", "Submission",
+           "init", "submission"]
