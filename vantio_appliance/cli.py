@@ -187,16 +187,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             "flags": None if flags is None else "".join(
                 s for bit, s in ((osutil.FS_IMMUTABLE_FL, "i"), (osutil.FS_APPEND_FL, "a"))
                 if flags & bit)})
+    tenants = keys.TenantStore(layout.tenants).names()
     status = {"dir": str(args.dir), "origin": cp.origin, "records": cp.size,
               "root": merkle.EMPTY_ROOT.hex() if not cp.size else cp.root.hex(),
-              "segments": segments, "tenants": keys.TenantStore(layout.tenants).names(),
+              "segments": segments, "tenants": tenants,
               "vkey": str(verifier), "checkpoint": signed.decode()}
     if args.json:
         _print_json(status)
         return EXIT_OK
     print(f"ledger     {args.dir}\norigin     {cp.origin}\nrecords    {cp.size}\n"
           f"segments   {len(names)} ({names[-1]} active)\ntenants    "
-          f"{', '.join(status['tenants'])}\n\n{signed.decode()}", end="")
+          f"{', '.join(tenants)}\n\n{signed.decode()}", end="")
     for s in segments:
         print(f"  {s['name']}  {s['state']:6}  {s['bytes']:>12} bytes  +{s['flags'] or '?'}")
     return EXIT_OK

@@ -18,7 +18,8 @@ from . import note, reader, writer
 from .layout import Layout
 from .verify import verify_dir
 
-_AGENTS: Final = (("research-agent", "python3"), ("code-agent", "node"), ("browser-agent", "chrome"))
+_AGENTS: Final = (("research-agent", "python3"), ("code-agent", "node"),
+                  ("browser-agent", "chrome"))
 _TARGETS: Final = (("10.20.0.15", 443, "permit"), ("10.20.4.2", 8443, "permit"),
                    ("203.0.113.7", 443, "block"), ("198.51.100.23", 22, "block"),
                    ("192.0.2.99", 443, "quarantine"))
@@ -46,7 +47,7 @@ def _step(text: str, command: str) -> None:
 
 
 def run(root: Path, records: int, progress: Callable[[int], None]) -> int:
-    rng = random.Random()
+    rng = random.Random()  # noqa: S311 - demo data, not secrets
     layout = Layout(root)
     if not layout.identity.exists():
         _step("create the ledger", f"vantio ledger init --dir {root}")

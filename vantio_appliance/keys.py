@@ -89,7 +89,8 @@ class TenantStore:
         api_key = "vt_" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
         tenant = Tenant(name, api_key, role)
         try:
-            write_private(path, msgspec.json.encode({"name": name, "api_key": api_key, "role": role}))
+            data = {"name": name, "api_key": api_key, "role": role}
+            write_private(path, msgspec.json.encode(data))
         except FileExistsError:
             raise KeyFileError(f"tenant {name!r} exists already") from None
         return tenant

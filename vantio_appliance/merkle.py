@@ -60,6 +60,17 @@ class CompactRange:
         for leaf in leaves:
             self.append(leaf)
 
+    def append_subtree(self, level: int, h: bytes) -> None:
+        """Append a perfect subtree of 2**level leaves; the size must be aligned to it."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} cannot start at {self.size}")
+        stack, units = self._stack, self.size >> level
+        while units & 1:
+            h = _sha256(b"\x01" + stack.pop() + h).digest()
+            units >>= 1
+        stack.append(h)
+        self.size += 1 << level
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
@@ -142,6 +153,30 @@ class Tree:
             proof.append(self._hash(lo, hi))
         proof.reverse()
         return proof
+
+
+def _perfect_root(leaves: Sequence[bytes]) -> bytes:
+    level = list(leaves)
+    while len(level) > 1:
+        level = [_sha256(b"\x01" + level[i] + level[i + 1]).digest()
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def subtrees(start: int, leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """Leaves ``start..start+len`` as maximal aligned perfect subtrees, left to right.
+
+    Lets independent workers hash disjoint ranges of one tree; the results are
+    joined with ``CompactRange.append_subtree`` in O(log n) per range.
+    """
+    out, pos, end = [], start, start + len(leaves)
+    while pos < end:
+        level = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+        while 1 << level > end - pos:
+            level -= 1
+        out.append((level, _perfect_root(leaves[pos - start:pos - start + (1 << level)])))
+        pos += 1 << level
+    return out
 
 
 def root_of(leaves: Iterable[bytes]) -> bytes:

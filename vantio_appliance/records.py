@@ -37,8 +37,12 @@ Tenant = Annotated[str, Meta(pattern=TENANT_PATTERN)]
 Action = Literal["permit", "block", "quarantine"]
 
 
-def _text(max_length: int) -> Any:
-    return Annotated[str, Meta(min_length=1, max_length=max_length)]
+Text16 = Annotated[str, Meta(min_length=1, max_length=16)]
+Text64 = Annotated[str, Meta(min_length=1, max_length=64)]
+Text255 = Annotated[str, Meta(min_length=1, max_length=255)]
+Text512 = Annotated[str, Meta(min_length=1, max_length=512)]
+Path4096 = Annotated[str, Meta(min_length=1, max_length=4096)]
+Note16K = Annotated[str, Meta(min_length=1, max_length=16384)]
 
 
 class _Closed(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,8 +63,8 @@ class Proc(_Closed):
     tgid: U32 | UnsetType = UNSET
     uid: U32 | UnsetType = UNSET
     gid: U32 | UnsetType = UNSET
-    comm: _text(16) | UnsetType = UNSET
-    cgroup: _text(4096) | UnsetType = UNSET
+    comm: Text16 | UnsetType = UNSET
+    cgroup: Path4096 | UnsetType = UNSET
     cgroup_ancestry: Annotated[list[Count], Meta(max_length=64)] | UnsetType = UNSET
 
 
@@ -68,12 +72,12 @@ class Args(_Closed):
     """Normalized system-call arguments: addresses and sizes, never buffers."""
 
     family: Literal["inet", "inet6", "unix"] | UnsetType = UNSET
-    address: _text(255) | UnsetType = UNSET
+    address: Text255 | UnsetType = UNSET
     port: Port | UnsetType = UNSET
     proto: Literal["tcp", "udp", "icmp", "raw", "any"] | UnsetType = UNSET
     size: Count | UnsetType = UNSET
     flags: Count | UnsetType = UNSET
-    path: _text(4096) | UnsetType = UNSET
+    path: Path4096 | UnsetType = UNSET
     argc: Port | UnsetType = UNSET
 
 
@@ -115,17 +119,17 @@ class Event(_Record, tag="event"):
 
 
 class Genesis(_Record, tag="genesis"):
-    origin: _text(255)
-    vkey: _text(512)
+    origin: Text255
+    vkey: Text512
 
 
 class Seal(_Record, tag="seal"):
-    segment: _text(64)
-    checkpoint: _text(16384)
+    segment: Text64
+    checkpoint: Note16K
 
 
 class Torn(_Record, tag="torn"):
-    segment: _text(64)
+    segment: Text64
     offset: Count
     length: Count
 
@@ -212,9 +216,10 @@ def check_submission(fields: Any) -> dict[str, Any]:
 def decode_record(line: bytes) -> Record:
     """Parse and validate a record line (without its newline); canonical form is not checked."""
     try:
-        return _RECORD_DECODER.decode(line)
+        rec: Record = _RECORD_DECODER.decode(line)
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
+    return rec
 
 
 def check_record(record: Any) -> None:

@@ -24,7 +24,7 @@ from . import merkle, note
 from ._internal import osutil
 from .canonical import is_canonical
 from .layout import Layout, segment_first_seq
-from .records import Event, Genesis, Record, RecordError, Seal, Torn, check_tenant, decode_record
+from .records import SYSTEM_TENANT, Event, Genesis, Record, RecordError, Seal, Torn, decode_record
 
 MAX_FINDINGS: Final = 100
 
@@ -56,77 +56,83 @@ class _Scan:
     name: str
     size: int
     records: int = 0
-    leaves: bytes = b""
+    # the segment's leaves as subtrees, cut before every special record and at the
+    # checkpoint's size: (tree size after the piece, [(level, hash), ...])
+    pieces: list[tuple[int, list[tuple[int, bytes]]]] = field(default_factory=list)
     specials: list[tuple[int, Record]] = field(default_factory=list)  # (seq, record)
     findings: list[Finding] = field(default_factory=list)
     last_kind: str | None = None
 
 
-def _lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
-    """(offset, line, complete) for each line; the last may lack its newline."""
-    pos, n = 0, len(data)
-    while pos < n:
-        end = data.find(b"\n", pos)
-        if end < 0:
-            yield pos, data[pos:], False
-            return
-        yield pos, data[pos:end], True
-        pos = end + 1
-
-
-def _scan(path: Path, name: str) -> _Scan:
+def _scan(path: Path, name: str, cut: int | None) -> _Scan:
     """Scan one segment; a pure function of the file's bytes (runs in a worker)."""
     data = path.read_bytes()
     scan = _Scan(name, len(data))
-    seq = segment_first_seq(name)
+    first = seq = segment_first_seq(name)
     leaves: list[bytes] = []
-    sha = hashlib.sha256
+    sha, decode, canonical = hashlib.sha256, decode_record, is_canonical
+    findings = scan.findings
     bad_at: int | None = None  # start of bytes that are not records, to be excused by `torn`
-    for offset, line, complete in _lines(data):
-        if not complete:
-            scan.findings.append(Finding(name, None, "torn tail without a torn record (the "
-                                         "writer has not recovered yet)", bad_at or offset))
-            break
+    offset, rec = 0, None
+    *lines, tail = data.split(b"\n")
+    for line in lines:
+        here, offset = offset, offset + len(line) + 1
         try:
-            rec = decode_record(line)
-            canonical = is_canonical(rec, line)
+            rec = decode(line)
         except (RecordError, ValueError) as exc:
-            if line.startswith(b"{") and line.endswith(b"}"):  # whole but wrong: not a tear
-                scan.findings.append(Finding(name, seq, f"invalid record: {exc}", offset))
-            bad_at = offset if bad_at is None else bad_at
+            if line[:1] == b"{" and line[-1:] == b"}":  # whole but wrong: not a tear
+                findings.append(Finding(name, seq, f"invalid record: {exc}", here))
+            bad_at = here if bad_at is None else bad_at
             continue
-        if bad_at is not None:
-            if not (isinstance(rec, Torn) and rec.segment == name and rec.offset == bad_at
-                    and rec.length == offset - 1 - bad_at):
-                scan.findings.append(Finding(name, seq, "bytes that are not records, not "
-                                             "excused by a torn record", bad_at))
+        if type(rec) is not Event:
+            _special(scan, rec, seq, here, bad_at)
             bad_at = None
-        elif isinstance(rec, Torn):
-            scan.findings.append(Finding(name, rec.seq, "torn record without torn bytes", offset))
-        if not canonical:
-            scan.findings.append(Finding(name, rec.seq, "not in canonical form", offset))
+        elif bad_at is not None:
+            findings.append(Finding(name, seq, "bytes that are not records, not excused by "
+                                    "a torn record", bad_at))
+            bad_at = None
+        if not canonical(rec, line):
+            findings.append(Finding(name, rec.seq, "not in canonical form", here))
         if rec.seq != seq:
-            scan.findings.append(Finding(name, rec.seq, f"expected seq {seq}", offset))
+            findings.append(Finding(name, rec.seq, f"expected seq {seq}", here))
             seq = rec.seq
-        try:
-            check_tenant(rec)
-        except RecordError as exc:
-            scan.findings.append(Finding(name, seq, str(exc), offset))
         t = rec.time
         if not t.earliest_ns <= t.real_ns <= t.latest_ns:
-            scan.findings.append(Finding(name, seq, "time outside its own interval", offset))
-        if not isinstance(rec, Event):
-            scan.specials.append((seq, rec))
-        scan.last_kind = "event" if isinstance(rec, Event) else type(rec).__name__.lower()
+            findings.append(Finding(name, seq, "time outside its own interval", here))
         leaves.append(sha(b"\x00" + line).digest())
         seq += 1
-        if len(scan.findings) > MAX_FINDINGS:
+        if len(findings) > MAX_FINDINGS:
             break
-    if bad_at is not None and not any(f.offset == bad_at for f in scan.findings):
-        scan.findings.append(Finding(name, seq, "bytes that are not records at the end", bad_at))
+    if tail:
+        findings.append(Finding(name, None, "torn tail without a torn record (the writer "
+                                "has not recovered yet)", bad_at if bad_at is not None else offset))
+    elif bad_at is not None:
+        findings.append(Finding(name, seq, "bytes that are not records at the end", bad_at))
     scan.records = len(leaves)
-    scan.leaves = b"".join(leaves)
+    scan.last_kind = None if rec is None else type(rec).__name__.lower()
+    cuts = sorted({s for s, _ in scan.specials} | ({cut} if cut is not None else set()))
+    pos = first
+    for end in [c for c in cuts if first <= c < first + len(leaves)] + [first + len(leaves)]:
+        scan.pieces.append((end, merkle.subtrees(pos, leaves[pos - first:end - first])))
+        pos = end
     return scan
+
+
+def _special(scan: _Scan, rec: Record, seq: int, here: int, bad_at: int | None) -> None:
+    """Checks of a system record within its segment, torn-byte rules included."""
+    name = scan.name
+    if rec.tenant != SYSTEM_TENANT:
+        scan.findings.append(Finding(name, seq, f"{type(rec).__name__.lower()} records belong "
+                                     f"to {SYSTEM_TENANT}", here))
+    if isinstance(rec, Torn):
+        if bad_at is None:
+            scan.findings.append(Finding(name, seq, "torn record without torn bytes", here))
+        elif (rec.segment, rec.offset, rec.length) != (name, bad_at, here - 1 - bad_at):
+            scan.findings.append(Finding(name, seq, "torn record names other bytes", here))
+    elif bad_at is not None:
+        scan.findings.append(Finding(name, seq, "bytes that are not records, not excused by a "
+                                     "torn record", bad_at))
+    scan.specials.append((seq, rec))
 
 
 @dataclass
@@ -187,12 +193,11 @@ class _Checker:
         self.checkpoint: cpmod.Checkpoint | None = None
         self.checkpoint_root: bytes | None = None
 
-    def extend(self, scan: _Scan, upto: int) -> None:
-        leaves = scan.leaves
-        for i in range(self.tree.size - segment_first_seq(scan.name), upto):
-            self.tree.append(leaves[32 * i:32 * i + 32])
-            if self.checkpoint is not None and self.tree.size == self.checkpoint.size:
-                self.checkpoint_root = self.tree.root()
+    def _merge(self, nodes: list[tuple[int, bytes]], end: int) -> None:
+        for level, h in nodes:
+            self.tree.append_subtree(level, h)
+        if self.checkpoint is not None and end == self.checkpoint.size:
+            self.checkpoint_root = self.tree.root()
 
     def segment(self, scan: _Scan, last: bool) -> None:
         first = segment_first_seq(scan.name)
@@ -202,10 +207,11 @@ class _Checker:
                                          f"{self.tree.size} (a segment is missing or extra)"))
             return
         self.findings.extend(scan.findings)
-        for seq, rec in scan.specials:
-            self.extend(scan, seq - first)
-            self.special(scan.name, seq, rec)
-        self.extend(scan, scan.records)
+        specials = dict(scan.specials)
+        for end, nodes in scan.pieces:
+            self._merge(nodes, end)
+            if end in specials:
+                self.special(scan.name, end, specials[end])
         if not last and scan.last_kind != "seal":
             self.findings.append(Finding(scan.name, self.tree.size - 1,
                                          "sealed segment does not end with a seal record"))
@@ -267,7 +273,8 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
     check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
     total = sum((layout.segments / n).stat().st_size for n in names)
     segments, done = [], 0
-    for i, scan in enumerate(_scans(layout, names, jobs)):
+    cut = check.checkpoint.size if check.checkpoint else None
+    for i, scan in enumerate(_scans(layout, names, cut, jobs)):
         last = i == len(names) - 1
         check.segment(scan, last)
         flags, flags_ok = _flags(layout.segments / scan.name, sealed=not last)
@@ -290,14 +297,16 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
                   check.findings[:MAX_FINDINGS], warnings, time.perf_counter() - started)
 
 
-def _scans(layout: Layout, names: list[str], jobs: int | None) -> Iterator[_Scan]:
+def _scans(layout: Layout, names: list[str], cut: int | None,
+           jobs: int | None) -> Iterator[_Scan]:
     paths = [layout.segments / n for n in names]
+    cuts = [cut] * len(names)
     jobs = min(jobs or os.cpu_count() or 1, len(names))
     if jobs <= 1:
-        yield from map(_scan, paths, names)
+        yield from map(_scan, paths, names, cuts)
         return
     with ProcessPoolExecutor(jobs) as pool:
-        yield from pool.map(_scan, paths, names)
+        yield from pool.map(_scan, paths, names, cuts)
 
 
 def _warnings(layout: Layout, names: list[str], segments: list[SegmentReport]) -> list[str]:

@@ -257,7 +257,7 @@ class Ledger:
             acks.append(Ack(seq, tid, rcpt, merkle.leaf_hash(line), t))
             seq += 1
         self._commit(lines, [a.leaf_hash for a in acks])
-        self._rotate_if_due()
+        self.rotate_if_due()
         return acks
 
     # -- writing ---------------------------------------------------------------
@@ -318,7 +318,8 @@ class Ledger:
 
     # -- segments --------------------------------------------------------------
 
-    def _rotate_if_due(self) -> None:
+    def rotate_if_due(self) -> None:
+        """Seal the active segment when it is too large or too old."""
         if (self._offset >= self.segment_bytes
                 or time.time_ns() - self._segment_start_ns >= self.segment_age_ns):
             self.seal()

@@ -118,7 +118,7 @@ def clock_error_ns() -> int:
     state = _libc.adjtimex(ctypes.byref(tx))
     if state < 0:
         raise OSError(ctypes.get_errno(), "adjtimex failed")
-    error = tx.maxerror * 1000
+    error = int(tx.maxerror) * 1000
     if state == _TIME_ERROR or tx.status & _STA_UNSYNC:
         return max(error, UNSYNC_BOUND_NS)
     return error
