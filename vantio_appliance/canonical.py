@@ -46,8 +46,3 @@ def decode(line: bytes) -> Any:
     if _ENCODER.encode(value) != line:
         raise CanonicalError("not in canonical form (RFC 8785)")
     return value
-
-
-def is_canonical(value: Any, line: bytes) -> bool:
-    """Whether ``line`` is the canonical encoding of ``value`` (a parsed record)."""
-    return _ENCODER.encode(value) == line

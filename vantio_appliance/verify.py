@@ -10,7 +10,9 @@ records before it, and the latest checkpoint.
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from typing import Any, Final
 from . import checkpoint as cpmod
 from . import merkle, note
 from ._internal import osutil
-from .canonical import is_canonical
+from .canonical import encode as canonical_encode
 from .layout import Layout, segment_first_seq
 from .records import SYSTEM_TENANT, Event, Genesis, Record, RecordError, Seal, Torn, decode_record
 
@@ -49,32 +51,52 @@ class Finding:
         return f"{', '.join(where)}: {self.reason}"
 
 
+CHUNK_BYTES: Final = 4 * 2**20  # a segment is scanned in chunks of about this size
+
+
+@dataclass(frozen=True)
+class _Task:
+    path: Path
+    name: str
+    start: int  # byte range of the segment, on line boundaries
+    end: int
+    cut: int | None  # a tree size whose root is needed (the checkpoint's)
+
+
 @dataclass
 class _Scan:
-    """What one segment holds, as the main process needs it."""
+    """What one chunk of a segment holds, as the main process needs it."""
 
     name: str
+    start: int
     size: int
+    first: int | None = None  # seq of its first record (from the file name at byte 0)
     records: int = 0
-    # the segment's leaves as subtrees, cut before every special record and at the
-    # checkpoint's size: (tree size after the piece, [(level, hash), ...])
+    # leaves as subtrees, cut before every system record and at the task's cut:
+    # (tree size after the piece, [(level, hash), ...])
     pieces: list[tuple[int, list[tuple[int, bytes]]]] = field(default_factory=list)
     specials: list[tuple[int, Record]] = field(default_factory=list)  # (seq, record)
     findings: list[Finding] = field(default_factory=list)
     last_kind: str | None = None
+    open_bad: int | None = None  # non-record bytes running into the next chunk
+    lead_torn: bool = False  # starts with a torn record excusing the previous chunk's bytes
 
 
-def _scan(path: Path, name: str, cut: int | None) -> _Scan:
-    """Scan one segment; a pure function of the file's bytes (runs in a worker)."""
-    data = path.read_bytes()
-    scan = _Scan(name, len(data))
-    first = seq = segment_first_seq(name)
+def _scan(task: _Task) -> _Scan:
+    """Scan a chunk of a segment: a pure function of its bytes (runs in a worker)."""
+    with task.path.open("rb") as f:
+        f.seek(task.start)
+        data = f.read(task.end - task.start)
+    name = task.name
+    scan = _Scan(name, task.start, len(data))
+    seq = segment_first_seq(name) if task.start == 0 else None
     leaves: list[bytes] = []
-    sha, decode, canonical = hashlib.sha256, decode_record, is_canonical
+    sha, decode, encode = hashlib.sha256, decode_record, canonical_encode
     findings = scan.findings
     bad_at: int | None = None  # start of bytes that are not records, to be excused by `torn`
-    offset, rec = 0, None
+    offset, rec = task.start, None
     *lines, tail = data.split(b"\n")
+    add_leaf = leaves.append
     for line in lines:
         here, offset = offset, offset + len(line) + 1
         try:
@@ -84,14 +106,18 @@ def _scan(path: Path, name: str, cut: int | None) -> _Scan:
                 findings.append(Finding(name, seq, f"invalid record: {exc}", here))
             bad_at = here if bad_at is None else bad_at
             continue
-        if type(rec) is not Event:
+        if seq is None or scan.first is None:
+            seq = rec.seq if seq is None else seq
+            scan.first = seq
+            scan.lead_torn = type(rec) is Torn and bad_at is None and task.start > 0
+        if type(rec) is Event:
+            if bad_at is not None or rec.tenant == SYSTEM_TENANT:
+                _event_findings(scan, rec, seq, here, bad_at)
+                bad_at = None
+        else:
             _special(scan, rec, seq, here, bad_at)
             bad_at = None
-        elif bad_at is not None:
-            findings.append(Finding(name, seq, "bytes that are not records, not excused by "
-                                    "a torn record", bad_at))
-            bad_at = None
-        if not canonical(rec, line):
+        if encode(rec) != line:
             findings.append(Finding(name, rec.seq, "not in canonical form", here))
         if rec.seq != seq:
             findings.append(Finding(name, rec.seq, f"expected seq {seq}", here))
@@ -99,23 +125,37 @@ def _scan(path: Path, name: str, cut: int | None) -> _Scan:
         t = rec.time
         if not t.earliest_ns <= t.real_ns <= t.latest_ns:
             findings.append(Finding(name, seq, "time outside its own interval", here))
-        leaves.append(sha(b"\x00" + line).digest())
+            if len(findings) > MAX_FINDINGS:
+                break
+        add_leaf(sha(b"\x00" + line).digest())
         seq += 1
-        if len(findings) > MAX_FINDINGS:
-            break
     if tail:
         findings.append(Finding(name, None, "torn tail without a torn record (the writer "
                                 "has not recovered yet)", bad_at if bad_at is not None else offset))
-    elif bad_at is not None:
-        findings.append(Finding(name, seq, "bytes that are not records at the end", bad_at))
+    scan.open_bad = None if tail else bad_at
     scan.records = len(leaves)
     scan.last_kind = None if rec is None else type(rec).__name__.lower()
-    cuts = sorted({s for s, _ in scan.specials} | ({cut} if cut is not None else set()))
+    _pieces(scan, leaves, task.cut)
+    return scan
+
+
+def _pieces(scan: _Scan, leaves: list[bytes], cut: int | None) -> None:
+    if scan.first is None:
+        return
+    first, end_all = scan.first, scan.first + len(leaves)
+    cuts = {s for s, _ in scan.specials} | ({cut} if cut is not None else set())
     pos = first
-    for end in [c for c in cuts if first <= c < first + len(leaves)] + [first + len(leaves)]:
+    for end in [*sorted(c for c in cuts if first <= c < end_all), end_all]:
         scan.pieces.append((end, merkle.subtrees(pos, leaves[pos - first:end - first])))
         pos = end
-    return scan
+
+
+def _event_findings(scan: _Scan, rec: Event, seq: int, here: int, bad_at: int | None) -> None:
+    if bad_at is not None:
+        scan.findings.append(Finding(scan.name, seq, "bytes that are not records, not excused "
+                                     "by a torn record", bad_at))
+    if rec.tenant == SYSTEM_TENANT:
+        scan.findings.append(Finding(scan.name, seq, "an event cannot belong to the ledger", here))
 
 
 def _special(scan: _Scan, rec: Record, seq: int, here: int, bad_at: int | None) -> None:
@@ -125,9 +165,10 @@ def _special(scan: _Scan, rec: Record, seq: int, here: int, bad_at: int | None) 
         scan.findings.append(Finding(name, seq, f"{type(rec).__name__.lower()} records belong "
                                      f"to {SYSTEM_TENANT}", here))
     if isinstance(rec, Torn):
-        if bad_at is None:
+        if bad_at is None and not (scan.lead_torn and seq == scan.first):
             scan.findings.append(Finding(name, seq, "torn record without torn bytes", here))
-        elif (rec.segment, rec.offset, rec.length) != (name, bad_at, here - 1 - bad_at):
+        elif bad_at is not None and (rec.segment, rec.offset, rec.length) != (
+                name, bad_at, here - 1 - bad_at):
             scan.findings.append(Finding(name, seq, "torn record names other bytes", here))
     elif bad_at is not None:
         scan.findings.append(Finding(name, seq, "bytes that are not records, not excused by a "
@@ -189,32 +230,44 @@ class _Checker:
         self.layout = layout
         self.verifier = verifier
         self.tree = merkle.CompactRange()
+        self.broken = False  # the sequence broke: roots from here on mean nothing
         self.findings: list[Finding] = []
         self.checkpoint: cpmod.Checkpoint | None = None
         self.checkpoint_root: bytes | None = None
 
-    def _merge(self, nodes: list[tuple[int, bytes]], end: int) -> None:
-        for level, h in nodes:
-            self.tree.append_subtree(level, h)
-        if self.checkpoint is not None and end == self.checkpoint.size:
-            self.checkpoint_root = self.tree.root()
-
-    def segment(self, scan: _Scan, last: bool) -> None:
-        first = segment_first_seq(scan.name)
-        if first != self.tree.size:
-            self.findings.append(Finding(scan.name, self.tree.size,
+    def segment(self, chunks: list[_Scan], last: bool) -> None:
+        name = chunks[0].name
+        first = segment_first_seq(name)
+        if first != self.tree.size and not self.broken:
+            self.findings.append(Finding(name, self.tree.size,
                                          f"segment name says seq {first}; expected "
                                          f"{self.tree.size} (a segment is missing or extra)"))
-            return
-        self.findings.extend(scan.findings)
-        specials = dict(scan.specials)
-        for end, nodes in scan.pieces:
-            self._merge(nodes, end)
-            if end in specials:
-                self.special(scan.name, end, specials[end])
-        if not last and scan.last_kind != "seal":
-            self.findings.append(Finding(scan.name, self.tree.size - 1,
+            self.broken = True
+        for chunk in chunks:
+            self.findings.extend(chunk.findings)
+            if chunk.first is not None and chunk.first != self.tree.size and not self.broken:
+                self.findings.append(Finding(name, chunk.first, f"expected seq {self.tree.size}",
+                                             chunk.start))
+                self.broken = True
+            if not self.broken:
+                self._merge(chunk)
+        if chunks[-1].open_bad is not None:
+            self.findings.append(Finding(name, None, "bytes that are not records at the end",
+                                         chunks[-1].open_bad))
+        kinds = [c.last_kind for c in chunks if c.last_kind]
+        if not last and (not kinds or kinds[-1] != "seal"):
+            self.findings.append(Finding(name, None,
                                          "sealed segment does not end with a seal record"))
+
+    def _merge(self, chunk: _Scan) -> None:
+        specials = dict(chunk.specials)
+        for end, nodes in chunk.pieces:
+            for level, h in nodes:
+                self.tree.append_subtree(level, h)
+            if self.checkpoint is not None and end == self.checkpoint.size:
+                self.checkpoint_root = self.tree.root()
+            if end in specials:
+                self.special(chunk.name, end, specials[end])
 
     def special(self, name: str, seq: int, rec: Record) -> None:
         if isinstance(rec, Genesis):
@@ -271,42 +324,73 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
         raise VerifyError(f"no segments in {layout.segments}")
     check = _Checker(layout, verifier)
     check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
-    total = sum((layout.segments / n).stat().st_size for n in names)
-    segments, done = [], 0
     cut = check.checkpoint.size if check.checkpoint else None
-    for i, scan in enumerate(_scans(layout, names, cut, jobs)):
+    try:
+        tasks = [_tasks(layout.segments / n, n, cut) for n in names]
+    except OSError as exc:
+        raise VerifyError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    total, done = sum(t[-1].end for t in tasks), 0
+    segments = []
+    for i, chunks in enumerate(_scan_all(tasks, jobs)):
         last = i == len(names) - 1
-        check.segment(scan, last)
-        flags, flags_ok = _flags(layout.segments / scan.name, sealed=not last)
-        segments.append(SegmentReport(scan.name, segment_first_seq(scan.name), scan.records,
-                                      scan.size, "active" if last else "sealed", flags, flags_ok))
-        done += scan.size
+        check.segment(chunks, last)
+        name = chunks[0].name
+        flags, flags_ok = _flags(layout.segments / name, sealed=not last)
+        size = tasks[i][-1].end
+        segments.append(SegmentReport(name, segment_first_seq(name),
+                                      sum(c.records for c in chunks), size,
+                                      "active" if last else "sealed", flags, flags_ok))
+        done += size
         if progress:
             progress(done, total)
-    warnings = _warnings(layout, names, segments)
     cp = check.checkpoint
-    if cp is not None:
+    if cp is not None and not check.broken:
         if cp.size > check.tree.size:
             check.findings.append(Finding(None, cp.size, f"checkpoint claims {cp.size} records;"
                                           f" the ledger holds {check.tree.size}"))
-        elif cp.size and check.checkpoint_root != cp.root:
+        elif check.checkpoint_root != cp.root:
             check.findings.append(Finding(None, cp.size, "checkpoint root does not match the "
                                           "records"))
     return Report(str(root), verifier.name, check.tree.size,
-                  base64.b64encode(check.tree.root()).decode(), cp.size if cp else None, segments,
-                  check.findings[:MAX_FINDINGS], warnings, time.perf_counter() - started)
+                  base64.b64encode(check.tree.root()).decode(), cp.size if cp else None,
+                  segments, check.findings[:MAX_FINDINGS], _warnings(layout, names, segments),
+                  time.perf_counter() - started)
 
 
-def _scans(layout: Layout, names: list[str], cut: int | None,
-           jobs: int | None) -> Iterator[_Scan]:
-    paths = [layout.segments / n for n in names]
-    cuts = [cut] * len(names)
-    jobs = min(jobs or os.cpu_count() or 1, len(names))
-    if jobs <= 1:
-        yield from map(_scan, paths, names, cuts)
-        return
-    with ProcessPoolExecutor(jobs) as pool:
-        yield from pool.map(_scan, paths, names, cuts)
+def _tasks(path: Path, name: str, cut: int | None) -> list[_Task]:
+    """Split a segment into chunks that start and end on line boundaries."""
+    size = path.stat().st_size
+    bounds = [0]
+    with path.open("rb") as f:
+        while bounds[-1] + CHUNK_BYTES < size:
+            f.seek(bounds[-1] + CHUNK_BYTES)
+            window = f.read(1 << 16)
+            nl = window.find(b"\n")
+            if nl < 0:
+                break
+            bounds.append(bounds[-1] + CHUNK_BYTES + nl + 1)
+    bounds.append(size)
+    return [_Task(path, name, a, b, cut) for a, b in itertools.pairwise(bounds) if b > a] or [
+        _Task(path, name, 0, 0, cut)]
+
+
+def _scan_all(tasks: list[list[_Task]], jobs: int | None) -> Iterator[list[_Scan]]:
+    """Each segment's chunk scans, in order; all chunks of all segments run in parallel."""
+    flat = [t for seg in tasks for t in seg]
+    jobs = min(jobs or os.cpu_count() or 1, len(flat))
+    pool = ProcessPoolExecutor(jobs, initializer=gc.disable) if jobs > 1 else None
+    try:
+        scans = pool.map(_scan, flat, chunksize=1) if pool else map(_scan, flat)
+        for seg in tasks:
+            chunks = [next(scans) for _ in seg]
+            # a chunk boundary that cuts torn bytes from their torn record: rescan whole
+            if any(c.lead_torn for c in chunks[1:]) or any(c.open_bad is not None
+                                                           for c in chunks[:-1]):
+                chunks = [_scan(_Task(seg[0].path, seg[0].name, 0, seg[-1].end, seg[0].cut))]
+            yield chunks
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
 
 def _warnings(layout: Layout, names: list[str], segments: list[SegmentReport]) -> list[str]:
