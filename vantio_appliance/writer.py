@@ -305,8 +305,17 @@ class Ledger:
         self._torn = None
 
     def _publish(self) -> None:
-        """Sign the tree and replace the checkpoint file (the file is derivable: no fsync)."""
-        osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
+        """Sign the tree and replace the checkpoint file.
+
+        The file is derivable from the durable records, so it is not fsync'd, and
+        failing to replace it (disk full) does not fail a commit that is already
+        durable: the next commit, or the next open, publishes again.
+        """
+        try:
+            osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
+        except OSError as exc:
+            log.warning("checkpoint not replaced (%s); it will be on the next commit",
+                        exc.strerror)
 
     def signed_checkpoint(self) -> bytes:
         cp = cpmod.Checkpoint(self.origin, self._tree.size, self._tree.root())
@@ -387,19 +396,22 @@ class Ledger:
         osutil.fsync_dir(self.layout.root)
 
     def _save_state(self) -> None:
+        """Save the tree's right edge: only a cache, so a failure is logged, not raised."""
         state = {"segment": self.active, "offset": self._offset, "size": self._tree.size,
                  "stack": [base64.b64encode(h).decode() for h in self._tree.hashes]}
-        osutil.replace_file(self.layout.state, msgspec.json.encode(state), 0o600)
+        try:
+            osutil.replace_file(self.layout.state, msgspec.json.encode(state), 0o600)
+        except OSError as exc:
+            log.warning("state cache not saved (%s)", exc.strerror)
 
     def close(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
-            if not self._dirty:
-                self._save_state()
-            os.close(self._fd)
-            self._fd = -1
-        if getattr(self, "_lock_fd", -1) >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        """Save the state cache and release the files."""
+        if getattr(self, "_fd", -1) >= 0 and not self._dirty:
+            self._save_state()
+        for attr in ("_fd", "_lock_fd"):
+            if getattr(self, attr, -1) >= 0:
+                os.close(getattr(self, attr))
+                setattr(self, attr, -1)
 
     def __enter__(self) -> Ledger:
         return self

@@ -78,9 +78,14 @@ def replace_file(path: Path, data: bytes, mode: int = 0o644, durable: bool = Fal
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         if durable:
             os.fsync(fd)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)
