@@ -8,10 +8,11 @@ errors, unreadable input, or a ledger that cannot be opened or written.
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 
@@ -113,27 +114,24 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _submissions(stream: Iterable[bytes], tenant: str,
-                 refused: list[str]) -> Iterable[writer.Submission]:
-    for number, line in enumerate(stream, 1):
-        line = line.strip()
-        if not line:
-            continue
+def _batches(stream: IO[bytes], tenant: str, size: int,
+             refused: list[str]) -> Iterator[list[writer.Submission]]:
+    """Batches of valid submissions; each bad line is reported by number and skipped."""
+    number = 0
+    while lines := list(itertools.islice(stream, size)):
         try:
-            yield writer.parse(tenant, line)
-        except RecordError as exc:
-            refused.append(f"line {number}: {exc}")
-            print(f"vantio: refused line {number}: {exc}", file=sys.stderr)
-
-
-def _batches(items: Iterable[writer.Submission], size: int) -> Iterable[list[writer.Submission]]:
-    batch: list[writer.Submission] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
+            batch = writer.parse_lines(tenant, b"".join(lines))
+        except RecordError:  # name every bad line, keep the good ones
             batch = []
-    if batch:
+            for i, line in enumerate(lines, number + 1):
+                if not line.strip():
+                    continue
+                try:
+                    batch.append(writer.parse(tenant, line))
+                except RecordError as exc:
+                    refused.append(f"line {i}: {exc}")
+                    print(f"vantio: refused line {i}: {exc}", file=sys.stderr)
+        number += len(lines)
         yield batch
 
 
@@ -145,13 +143,13 @@ def cmd_append(args: argparse.Namespace) -> int:
         _die(f"cannot read {args.file}: {exc.strerror}")
     refused: list[str] = []
     progress, done = Progress("append"), 0
-    out = sys.stdout.buffer
-    encode = msgspec.json.encode
+    out = sys.stdout
     with stream, _ledger(args) as ledger:
-        for batch in _batches(_submissions(stream, args.tenant, refused), args.batch):
-            acks = ledger.append(batch)
-            out.write(b"".join(encode({"trace_id": a.trace_id, "seq": a.seq,
-                                       "receipt": a.receipt}) + b"\n" for a in acks))
+        for batch in _batches(stream, args.tenant, args.batch, refused):
+            acks = ledger.append(batch) if batch else []
+            # trace ids and receipts are hex and hyphens: nothing to escape
+            out.write("".join(f'{{"trace_id":"{a.trace_id}","seq":{a.seq},'
+                              f'"receipt":"{a.receipt}"}}\n' for a in acks))
             done += len(acks)
             progress(done)
     progress.done()

@@ -56,9 +56,10 @@ class CompactRange:
         stack.append(h)
         self.size += 1
 
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaves, hashing them pairwise in subtrees (fewer Python calls)."""
+        for level, h in subtrees(self.size, leaves):
+            self.append_subtree(level, h)
 
     def append_subtree(self, level: int, h: bytes) -> None:
         """Append a perfect subtree of 2**level leaves; the size must be aligned to it."""
@@ -181,7 +182,7 @@ def subtrees(start: int, leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
 
 def root_of(leaves: Iterable[bytes]) -> bytes:
     cr = CompactRange()
-    cr.extend(leaves)
+    cr.extend(list(leaves))
     return cr.root()
 
 

@@ -178,10 +178,19 @@ _SUBMISSION_DECODER: Final = msgspec.json.Decoder(EventFields)
 _RECORD_DECODER: Final = msgspec.json.Decoder(Record)
 
 
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_trace_ids(n: int) -> list[str]:
+    """``n`` random RFC 4122 version 4 UUIDs, lower-case and hyphenated (one urandom call)."""
+    h = os.urandom(16 * n).hex()
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[h[i + 16]]}"
+            f"{h[i + 17:i + 20]}-{h[i + 20:i + 32]}" for i in range(0, 32 * n, 32)]
+
+
 def new_trace_id() -> str:
     """A random RFC 4122 version 4 UUID, lower-case and hyphenated."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    return new_trace_ids(1)[0]
 
 
 def receipt(api_key: str, trace_id: str) -> str:
@@ -189,16 +198,26 @@ def receipt(api_key: str, trace_id: str) -> str:
     return hmac.digest(api_key.encode(), trace_id.encode(), "sha256").hex()
 
 
-def _with_trace_id(fields: EventFields) -> EventFields:
-    if fields.trace_id is UNSET:
-        fields.trace_id = new_trace_id()
-    return fields
-
-
 def decode_submission(data: bytes) -> EventFields:
-    """Parse and validate one submitted event (JSON bytes); a trace id is added if absent."""
+    """Parse and validate one submitted event (JSON bytes); the writer adds a missing trace id."""
     try:
-        return _with_trace_id(_SUBMISSION_DECODER.decode(data))
+        fields: EventFields = _SUBMISSION_DECODER.decode(data)
+        return fields
+    except msgspec.ValidationError as exc:
+        raise _record_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise RecordError("record", f"not JSON: {exc}") from None
+
+
+def decode_submissions(data: bytes) -> list[EventFields]:
+    """Parse and validate JSON lines of submissions in one call (blank lines are skipped).
+
+    Raises RecordError for the first bad line; callers that must name every
+    bad line fall back to ``decode_submission`` line by line.
+    """
+    try:
+        fields: list[EventFields] = _SUBMISSION_DECODER.decode_lines(data)
+        return fields
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
     except msgspec.DecodeError as exc:
@@ -206,18 +225,22 @@ def decode_submission(data: bytes) -> EventFields:
 
 
 def submission_fields(fields: Any) -> EventFields:
-    """Validate an already-parsed submission (a dict); a trace id is added if absent."""
+    """Validate an already-parsed submission (a dict); the writer adds a missing trace id."""
     if type(fields) is not dict:
         raise RecordError("record", f"expected object, got {type(fields).__name__}")
     try:
-        return _with_trace_id(msgspec.convert(fields, EventFields))
+        out: EventFields = msgspec.convert(fields, EventFields)
+        return out
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
 
 
 def check_submission(fields: Any) -> dict[str, Any]:
     """Validate a submission; return it as a new dict with its trace id."""
-    out: dict[str, Any] = msgspec.to_builtins(submission_fields(fields))
+    checked = submission_fields(fields)
+    if checked.trace_id is UNSET:
+        checked.trace_id = new_trace_id()
+    out: dict[str, Any] = msgspec.to_builtins(checked)
     return out
 
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
+import hmac
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+from msgspec import UNSET
 
 from . import checkpoint as cpmod
 from . import keys, merkle, note
@@ -41,8 +43,9 @@ from .records import (
     Time,
     Torn,
     decode_submission,
+    decode_submissions,
     new_trace_id,
-    receipt,
+    new_trace_ids,
     submission_fields,
 )
 
@@ -60,8 +63,7 @@ class LedgerUnavailable(LedgerError):
     """A write failed (disk full, I/O error): nothing of the batch is acknowledged."""
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
+class Submission(msgspec.Struct, frozen=True, gc=False):
     """A validated event submission: only ``submission()`` and ``parse()`` make one."""
 
     tenant: str
@@ -78,8 +80,12 @@ def parse(tenant: str, data: bytes) -> Submission:
     return Submission(tenant, decode_submission(data))
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+def parse_lines(tenant: str, data: bytes) -> list[Submission]:
+    """Validate JSON lines of submissions at once; raises RecordError if any is bad."""
+    return [Submission(tenant, f) for f in decode_submissions(data)]
+
+
+class Ack(msgspec.Struct, frozen=True, gc=False):
     """What a caller gets back once its record is durable."""
 
     seq: int
@@ -112,7 +118,7 @@ class Ledger:
             if self.signer.verifier != note.Verifier.parse(self.layout.vkey.read_text()):
                 raise LedgerError(f"{self.layout.vkey} does not match the identity key")
             self.tenants = keys.TenantStore(self.layout.tenants)
-            self._api_keys: dict[str, str] = {}
+            self._macs: dict[str, hmac.HMAC] = {}
             self._tree = merkle.CompactRange()
             self._fd = -1
             self._dirty = False
@@ -228,11 +234,13 @@ class Ledger:
     def _genesis(self) -> bytes:
         return self._system(Genesis, origin=self.origin, vkey=str(self.signer.verifier))
 
-    def _api_key(self, tenant: str) -> str:
-        key = self._api_keys.get(tenant)
-        if key is None:
-            key = self._api_keys[tenant] = self.tenants.get(tenant).api_key
-        return key
+    def _receipt_mac(self, tenant: str) -> hmac.HMAC:
+        """An HMAC keyed with the tenant's API key, copied per receipt (see records.receipt)."""
+        mac = self._macs.get(tenant)
+        if mac is None:
+            key = self.tenants.get(tenant).api_key.encode()
+            mac = self._macs[tenant] = hmac.new(key, digestmod=hashlib.sha256)
+        return mac
 
     def append(self, batch: Sequence[Submission]) -> list[Ack]:
         """Commit ``batch`` as one group: durable when this returns.
@@ -242,19 +250,21 @@ class Ledger:
         tail before it writes.
         """
         self._repair()
-        error_ns = osutil.clock_error_ns()
+        t = _time(osutil.clock_error_ns())  # the group is accepted at one moment
         lines, acks = [], []
         seq = self._tree.size
-        for sub in batch:
-            f, t = sub.fields, _time(error_ns)
-            tid = f.trace_id
-            assert isinstance(tid, str)  # submissions always carry one
-            rcpt = receipt(self._api_key(sub.tenant), tid)
+        sha = hashlib.sha256
+        for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
+            f = sub.fields
+            tid = new_id if f.trace_id is UNSET else f.trace_id
+            mac = self._receipt_mac(sub.tenant).copy()
+            mac.update(tid.encode())
+            rcpt = mac.hexdigest()
             line = encode(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
                                 action=f.action, receipt=rcpt, proc=f.proc, syscall=f.syscall,
                                 target_host=f.target_host, bytes_severed=f.bytes_severed))
             lines.append(line)
-            acks.append(Ack(seq, tid, rcpt, merkle.leaf_hash(line), t))
+            acks.append(Ack(seq, tid, rcpt, sha(b"\x00" + line).digest(), t))
             seq += 1
         self._commit(lines, [a.leaf_hash for a in acks])
         self.rotate_if_due()
@@ -265,7 +275,7 @@ class Ledger:
     def _commit(self, lines: list[bytes], leaves: list[bytes] | None = None) -> None:
         data = b"\n".join(lines) + b"\n"
         self._write_durable(data)
-        self._tree.extend(leaves if leaves is not None else map(merkle.leaf_hash, lines))
+        self._tree.extend(leaves if leaves is not None else [merkle.leaf_hash(ln) for ln in lines])
         self._offset += len(data)
         self._publish()
 
