@@ -8,11 +8,13 @@ errors, unreadable input, or a ledger that cannot be opened or written.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 
@@ -165,8 +167,12 @@ def cmd_seal(args: argparse.Namespace) -> int:
     with _ledger(args) as ledger:
         sealed = ledger.active
         signed = ledger.seal()
-    print(f"sealed {sealed}", file=sys.stderr)
-    sys.stdout.buffer.write(signed)
+        active = ledger.active
+    if args.json:
+        _print_json({"sealed": sealed, "active": active, "checkpoint": signed.decode()})
+    else:
+        print(f"sealed {sealed}; active segment is now {active}", file=sys.stderr)
+        sys.stdout.buffer.write(signed)
     return EXIT_OK
 
 
@@ -201,18 +207,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _summary(line: bytes) -> str:
+    """One record as a table row: seq, time, kind, tenant, action, target, trace id."""
+    r = msgspec.json.decode(line)
+    when = datetime.fromtimestamp(r["time"]["real_ns"] / 1e9, UTC).isoformat(
+        timespec="milliseconds")
+    what = r.get("action") or r.get("segment") or r.get("origin") or ""
+    return (f"{r['seq']:>10}  {when}  {r['kind']:7} {r['tenant']:12} {what:12} "
+            f"{r.get('target_host', ''):22} {r['trace_id']}")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     layout = Layout(args.dir)
     if args.seq is not None or args.trace_id:
-        sys.stdout.buffer.write(reader.find(layout, seq=args.seq, trace_id=args.trace_id).data
-                                + b"\n")
-        return EXIT_OK
-    tail: list[bytes] = []
-    for line in reader.lines(layout):
-        tail.append(line.data)
-        if len(tail) > args.tail:
-            tail.pop(0)
-    sys.stdout.buffer.write(b"".join(t + b"\n" for t in tail))
+        lines = [reader.find(layout, seq=args.seq, trace_id=args.trace_id).data]
+    else:
+        lines = [ln.data for ln in collections.deque(reader.lines(layout), maxlen=args.tail)]
+    if args.json:
+        sys.stdout.buffer.write(b"".join(ln + b"\n" for ln in lines))
+    else:
+        print(f"{'seq':>10}  {'time (UTC)':29} {'kind':7} {'tenant':12} {'action':12} "
+              f"{'target':22} trace id")
+        print("\n".join(map(_summary, lines)))
     return EXIT_OK
 
 
@@ -261,7 +277,8 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 def cmd_consistency(args: argparse.Namespace) -> int:
     layout = Layout(args.dir)
-    _write_out(reader.consistency_proof(layout, _verifier(layout.vkey), args.old), args.output)
+    proof = reader.consistency_proof(layout, _verifier(layout.vkey), args.old, args.new)
+    _write_out(proof, args.output)
     return EXIT_OK
 
 
@@ -351,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "seal", cmd_seal, "seal the active segment now (+i) and start the next; "
                  "prints the sealed checkpoint")
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = _command(sub, "status", cmd_status, "size, segments, flags, tenants, latest checkpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -359,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seq", type=int, help="the record with this seq")
     g.add_argument("--trace-id", help="the record with this trace id")
     g.add_argument("--tail", type=int, default=10, help="the last N records")
+    p.add_argument("--json", action="store_true", help="the records' canonical lines")
 
     p = _command(sub, "verify", cmd_verify, "verify the whole ledger offline: exit 0 intact, "
                  "1 it does not verify (first finding named), 2 unreadable")
@@ -375,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="also write the record's line to this file")
 
     p = _command(sub, "consistency", cmd_consistency,
-                 "write a consistency proof from tree size OLD to the latest checkpoint")
+                 "write a consistency proof between two tree sizes")
     p.add_argument("--old", type=int, required=True, help="the older tree size")
+    p.add_argument("--new", type=int, help="the newer tree size (default: latest checkpoint)")
     p.add_argument("-o", "--output", help="proof file (default stdout)")
 
     p = _command(sub, "verify-proof", cmd_verify_proof,

@@ -84,10 +84,12 @@ def inclusion_proof(layout: Layout, verifier: note.Verifier, line: Line) -> byte
     return cpmod.format_inclusion(line.seq, path, signed)
 
 
-def consistency_proof(layout: Layout, verifier: note.Verifier, old: int) -> bytes:
-    """The consistency proof from tree size ``old`` to the latest checkpoint."""
+def consistency_proof(layout: Layout, verifier: note.Verifier, old: int,
+                      new: int | None = None) -> bytes:
+    """The consistency proof from tree size ``old`` to ``new`` (default: the latest checkpoint)."""
     _, cp = signed_checkpoint(layout, verifier)
-    if not 0 <= old <= cp.size:
-        raise ReadError(f"old size {old} is not in 0..{cp.size}")
-    proof = tree(layout, cp.size, cp.root).consistency_proof(old, cp.size)
-    return cpmod.format_consistency(old, cp.size, proof)
+    new = cp.size if new is None else new
+    if not 0 <= old <= new <= cp.size:
+        raise ReadError(f"sizes must satisfy 0 <= old <= new <= {cp.size}")
+    proof = tree(layout, cp.size, cp.root).consistency_proof(old, new)
+    return cpmod.format_consistency(old, new, proof)

@@ -356,6 +356,7 @@ class Ledger:
         if self._fd >= 0 and self.use_flags:
             try:  # +i and -a in one ioctl: ext4 refuses to drop +a once +i is set
                 osutil.add_flags(self._fd, osutil.FS_IMMUTABLE_FL, osutil.FS_APPEND_FL)
+                os.fsync(self._fd)  # the flags are inode metadata: make them durable too
             except osutil.FlagsUnsupported as exc:
                 self._flags_unavailable(exc)
         os.close(self._fd)
