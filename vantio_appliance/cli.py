@@ -184,13 +184,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     segments = []
     for i, name in enumerate(names):
         path = layout.segments / name
-        flags = osutil.path_flags(path)
-        segments.append({
-            "name": name, "bytes": path.stat().st_size,
-            "state": "active" if i == len(names) - 1 else "sealed",
-            "flags": None if flags is None else "".join(
-                s for bit, s in ((osutil.FS_IMMUTABLE_FL, "i"), (osutil.FS_APPEND_FL, "a"))
-                if flags & bit)})
+        segments.append({"name": name, "bytes": path.stat().st_size,
+                         "state": "active" if i == len(names) - 1 else "sealed",
+                         "flags": osutil.flags_text(path)})
     tenants = keys.TenantStore(layout.tenants).names()
     status = {"dir": str(args.dir), "origin": cp.origin, "records": cp.size,
               "root": merkle.EMPTY_ROOT.hex() if not cp.size else cp.root.hex(),
@@ -203,7 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"segments   {len(names)} ({names[-1]} active)\ntenants    "
           f"{', '.join(tenants)}\n\n{signed.decode()}", end="")
     for s in segments:
-        print(f"  {s['name']}  {s['state']:6}  {s['bytes']:>12} bytes  +{s['flags'] or '?'}")
+        print(f"  {s['name']}  {s['state']:6}  {s['bytes']:>12} bytes  {s['flags']}")
     return EXIT_OK
 
 

@@ -212,12 +212,8 @@ class Report:
 
 
 def _flags(path: Path, sealed: bool) -> tuple[str, bool]:
-    flags = osutil.path_flags(path)
-    if flags is None:
-        return "unsupported", False
-    names = "".join(s for bit, s in ((osutil.FS_IMMUTABLE_FL, "+i"), (osutil.FS_APPEND_FL, "+a"))
-                    if flags & bit) or "none"
-    return names, names == ("+i" if sealed else "+a")
+    text = osutil.flags_text(path)
+    return text, text == ("+i" if sealed else "+a")
 
 
 Progress = Callable[[int, int], None]

@@ -57,6 +57,15 @@ def path_flags(path: Path) -> int | None:
         os.close(fd)
 
 
+def flags_text(path: Path) -> str:
+    """``+i``, ``+a``, ``+i+a``, ``none``, or ``unsupported`` (no inode flags here)."""
+    flags = path_flags(path)
+    if flags is None:
+        return "unsupported"
+    return "".join(s for bit, s in ((FS_IMMUTABLE_FL, "+i"), (FS_APPEND_FL, "+a"))
+                   if flags & bit) or "none"
+
+
 def set_path_flags(path: Path, add: int = 0, remove: int = 0) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
