@@ -41,7 +41,7 @@ def decode(line: bytes) -> Any:
     """
     try:
         value = _DECODER.decode(line)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise CanonicalError(f"not JSON: {exc}") from None
     if _ENCODER.encode(value) != line:
         raise CanonicalError("not in canonical form (RFC 8785)")

@@ -58,6 +58,8 @@ class Checkpoint:
             raise FormatError("checkpoint is not UTF-8") from None
         if len(lines) < 4 or lines[-1] != "" or not lines[0]:
             raise FormatError("checkpoint needs origin, size and root lines")
+        if "" in lines[3:-1]:
+            raise FormatError("checkpoint extension lines must not be empty")
         return cls(lines[0], _size(lines[1], "tree size"), _unb64_hash(lines[2], "root hash"))
 
 
@@ -87,8 +89,8 @@ class InclusionProof:
 
 def parse_inclusion(data: bytes) -> InclusionProof:
     head, sep, signed = data.partition(b"\n\n")
-    if not sep:
-        raise FormatError("tlog-proof has no empty line before its checkpoint")
+    if not sep or not signed:
+        raise FormatError("tlog-proof has no checkpoint after an empty line")
     try:
         lines = head.decode().split("\n")
     except UnicodeDecodeError:

@@ -186,9 +186,15 @@ def root_of(leaves: Iterable[bytes]) -> bytes:
     return cr.root()
 
 
+def _check_hashes(*hashes: bytes) -> None:
+    if any(len(h) != 32 for h in hashes):
+        raise ProofError("wrong hash size (SHA-256 hashes are 32 bytes)")
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
                      root: bytes) -> None:
     """RFC 9162 section 2.1.3.2; raises ProofError unless ``leaf`` is at ``index``."""
+    _check_hashes(leaf, root, *proof)
     if not 0 <= index < size:
         raise ProofError(f"index {index} not in a tree of size {size}")
     fn, sn, r = index, size - 1, leaf

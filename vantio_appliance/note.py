@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,7 +20,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 ALG_ED25519: Final = 0x01
+MAX_SIGNATURES: Final = 100  # C2SP: verifiers SHOULD bound the work a note can cause
 _DASH: Final = "\u2014 "
+_HEX8: Final = re.compile(r"[0-9a-f]{8}")
+
+
+def _strict_b64(text: str) -> bytes:
+    """Base64 that re-encodes to itself: no stray padding or spaces (as Go's decoder)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise NoteError("not valid base64") from None
+    if base64.b64encode(raw).decode() != text:
+        raise NoteError("not canonical base64")
+    return raw
+
+
+def _check_text(text: bytes) -> None:
+    """C2SP: note text is valid UTF-8 with no control characters but newline."""
+    try:
+        decoded = text.decode()
+    except UnicodeDecodeError:
+        raise NoteError("note text is not UTF-8") from None
+    if any(c < " " and c != "\n" for c in decoded):
+        raise NoteError("note text contains a control character")
 
 
 class NoteError(ValueError):
@@ -63,12 +87,10 @@ class Verifier:
             raise NoteError("verifier key must be <name>+<key id>+<key>")
         name, hex_id, b64 = parts
         _check_name(name)
-        try:
-            raw = base64.b64decode(b64, validate=True)
-            kid = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError):
-            raise NoteError("verifier key is not valid hex/base64") from None
-        if len(raw) != 33 or raw[0] != ALG_ED25519 or len(kid) != 4:
+        if not _HEX8.fullmatch(hex_id):
+            raise NoteError("verifier key id must be 8 lower-case hex digits")
+        raw, kid = _strict_b64(b64), bytes.fromhex(hex_id)
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
         verifier = cls(name, raw[1:])
         if verifier.key_id != kid:
@@ -102,6 +124,7 @@ class Signer:
         """The signed note: ``text``, an empty line, this signer's line."""
         if not text.endswith(b"\n"):
             raise NoteError("note text must end with a newline")
+        _check_text(text)
         return text + b"\n" + self.signature_line(text)
 
 
@@ -118,8 +141,12 @@ def split(note: bytes) -> tuple[bytes, list[Signature]]:
     if not sep or not sigs.endswith(b"\n"):
         raise NoteError("not a signed note (no empty line before signatures)")
     text += b"\n"
+    _check_text(text)
+    lines = sigs[:-1].split(b"\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"more than {MAX_SIGNATURES} signatures")
     out = []
-    for line in sigs[:-1].split(b"\n"):
+    for line in lines:
         try:
             s = line.decode()
         except UnicodeDecodeError:
@@ -128,8 +155,8 @@ def split(note: bytes) -> tuple[bytes, list[Signature]]:
             raise NoteError(f"malformed signature line: {s[:40]!r}")
         name, _, b64 = s[len(_DASH):].partition(" ")
         try:
-            raw = base64.b64decode(b64, validate=True)
-        except binascii.Error:
+            raw = _strict_b64(b64)
+        except NoteError:
             raise NoteError(f"signature of {name} is not base64") from None
         if len(raw) < 5:
             raise NoteError(f"signature of {name} too short")

@@ -23,10 +23,11 @@ ACTIONS: Final = ("permit", "block", "quarantine")
 KINDS: Final = ("event", "genesis", "seal", "torn")
 MAX_INT: Final = 2**63 - 1
 
-TENANT_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# \Z, not $: $ also matches before a final newline.
+TENANT_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}\Z"
 TENANT_RE: Final = re.compile(TENANT_PATTERN)
 TRACE_ID_PATTERN: Final = (
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 TRACE_ID_RE: Final = re.compile(TRACE_ID_PATTERN)
 
 Count = Annotated[int, Meta(ge=0, le=MAX_INT)]
@@ -86,12 +87,13 @@ class Args(_Closed):
 
 
 class Syscall(_Closed):
-    name: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}$")]
+    name: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}\Z")]
     args: Args | UnsetType = UNSET
 
 
+_PORT: Final = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HostPort = Annotated[str, Meta(max_length=262,
-                               pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):[0-9]{1,5}$")]
+                               pattern=rf"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{{1,253}}):{_PORT}\Z")]
 
 
 class EventFields(_Closed):
@@ -205,7 +207,7 @@ def decode_submission(data: bytes) -> EventFields:
         return fields
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError("record", f"not JSON: {exc}") from None
 
 
@@ -220,7 +222,7 @@ def decode_submissions(data: bytes) -> list[EventFields]:
         return fields
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError("record", f"not JSON: {exc}") from None
 
 
@@ -250,6 +252,8 @@ def decode_record(line: bytes) -> Record:
         rec: Record = _RECORD_DECODER.decode(line)
     except msgspec.ValidationError as exc:
         raise _record_error(exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise RecordError("record", f"not JSON: {exc}") from None
     return rec
 
 
@@ -265,7 +269,7 @@ def check_record(record: Any) -> None:
 def check_tenant(rec: Record) -> None:
     """Events belong to tenants; the ledger's own records to SYSTEM_TENANT."""
     if isinstance(rec, Event):
-        if not TENANT_RE.match(rec.tenant):
+        if not TENANT_RE.fullmatch(rec.tenant):
             raise RecordError("tenant", "not a tenant name")
     elif rec.tenant != SYSTEM_TENANT:
         raise RecordError("tenant", f"{type(rec).__name__.lower()} records belong to "

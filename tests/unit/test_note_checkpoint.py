@@ -643,6 +643,11 @@ def test_consistency_file_mismatches_are_refused() -> None:
     with pytest.raises(ProofError):
         checkpoint.verify_consistency(
             checkpoint.format_consistency(7, 20, tree.consistency_proof(8, 20)), c, d)
+    # checkpoints whose sizes differ from the file's, though their roots fit the proof
+    with pytest.raises(ProofError):
+        checkpoint.verify_consistency(data, a, Checkpoint(LOG_NAME, 21, b.root))
+    with pytest.raises(ProofError):
+        checkpoint.verify_consistency(data, Checkpoint(LOG_NAME, 6, a.root), b)
     # origins differ
     with pytest.raises(ProofError):
         checkpoint.verify_consistency(data, a, Checkpoint("other.example/log", 20, b.root))
