@@ -21,7 +21,8 @@ SQLite at every batch size. Figures only; nothing is asserted.
 With --profile, instead: cProfile over Ledger.append at batch 1024 (about
 100,000 records), the top 25 functions by tottime, per record.
 
-    python3 bench/ledger_append.py [--records-scale F] [--dir DIR] [--json] [--profile]
+    python3 bench/ledger_append.py [--records-scale F] [--repeat N] [--dir DIR] [--json]
+    python3 bench/ledger_append.py --profile [--profile-batch N] [--records-scale F]
 
 Needs root for the inode flags the writer sets (+a, +i); everything the run
 creates is in one temporary directory, flags cleared and removed at the end.
@@ -40,6 +41,7 @@ import pstats
 import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,7 +104,7 @@ def chunks(pool: list[dict[str, Any]], batch: int, records: int) -> Iterator[lis
     for k in range(records // batch):
         start = (k * batch) % POOL
         chunk = pool[start:start + batch]
-        if len(chunk) < batch:
+        while len(chunk) < batch:
             chunk += pool[:batch - len(chunk)]
         yield chunk
 
@@ -125,6 +127,18 @@ def clear_flags(root: Path) -> None:
 def remove(root: Path) -> None:
     clear_flags(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def default_base() -> Path:
+    """The system temp dir when it is on the cwd's file system (it is here), else the cwd.
+
+    Not the checkout itself: a `git add -A` elsewhere must not pick up a run in flight.
+    """
+    cwd, tmp = Path.cwd(), Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        if tmp.stat().st_dev == cwd.stat().st_dev:
+            return tmp
+    return cwd
 
 
 def checkout() -> str:
@@ -284,54 +298,72 @@ def verdict(batch: int, rates: dict[str, float]) -> str:
     return f"below target ({', '.join(why)})"
 
 
-def measure(work: Path, scale: float) -> dict[str, Any]:
+def measure_once(work: Path, pool: list[dict[str, Any]], batch: int,
+                 records: int) -> tuple[dict[str, float], dict[str, float], bool]:
+    """One run of the three methods: rates, average record bytes, orjson == ledger bytes."""
+    rates: dict[str, float] = {}
+    ledger = work / f"ledger-{batch}"
+    rates["vantio"] = records / run_vantio(ledger, pool, batch, records,
+                                           Progress("vantio", records))
+    lines = ledger_event_lines(ledger, records)
+    api_key = TenantStore(Layout(ledger).tenants).get(TENANT).api_key
+    remove(ledger)
+    same = all(orjson.dumps(orjson.loads(ln), option=orjson.OPT_SORT_KEYS) == ln
+               for ln in lines[:: max(1, len(lines) // 100)])
+    size = {"vantio": sum(map(len, lines)) / records}
+    raw = work / f"raw-{batch}.worm"
+    rates["raw"] = records / run_raw(raw, lines, batch, Progress("raw", records))
+    del lines
+    raw.unlink()
+    db = work / f"sqlite-{batch}.db"
+    secs, sqlite_bytes = run_sqlite(db, api_key, pool, batch, records,
+                                    Progress("SQLite", records))
+    rates["sqlite"] = records / secs
+    size["sqlite"] = sqlite_bytes / records
+    for p in work.glob(f"sqlite-{batch}.db*"):
+        p.unlink()
+    return rates, size, same
+
+
+def measure(work: Path, scale: float, repeat: int = 1) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     pool = event_pool()
     rows: list[dict[str, Any]] = []
     canonical_ok = True
     for batch in BATCHES:
         records = max(batch, round(RECORDS[batch] * scale / batch) * batch)
-        say(f"batch {batch}: {records:,} records")
-        rates: dict[str, float] = {}
-        ledger = work / f"ledger-{batch}"
-        secs = run_vantio(ledger, pool, batch, records, Progress("vantio", records))
-        rates["vantio"] = records / secs
-        lines = ledger_event_lines(ledger, records)
-        api_key = TenantStore(Layout(ledger).tenants).get(TENANT).api_key
-        remove(ledger)
-        canonical_ok &= all(orjson.dumps(orjson.loads(ln), option=orjson.OPT_SORT_KEYS) == ln
-                            for ln in lines[:: max(1, len(lines) // 100)])
-        vantio_bytes = sum(map(len, lines))
-        raw = work / f"raw-{batch}.worm"
-        rates["raw"] = records / run_raw(raw, lines, batch, Progress("raw", records))
-        del lines
-        raw.unlink()
-        db = work / f"sqlite-{batch}.db"
-        secs, sqlite_bytes = run_sqlite(db, api_key, pool, batch, records,
-                                        Progress("SQLite", records))
-        rates["sqlite"] = records / secs
-        for p in work.glob(f"sqlite-{batch}.db*"):
-            p.unlink()
-        rows.append({"batch": batch, "records": records,
-                     "records_per_second": {m: rates[m] for m in METHODS},
-                     "record_bytes": {"vantio": vantio_bytes / records,
-                                      "sqlite": sqlite_bytes / records},
-                     "verdict": verdict(batch, rates)})
+        runs: dict[str, list[float]] = {m: [] for m in METHODS}
+        for rep in range(repeat):
+            say(f"batch {batch}: {records:,} records"
+                + (f" (run {rep + 1} of {repeat})" if repeat > 1 else ""))
+            rates, size, same = measure_once(work, pool, batch, records)
+            canonical_ok &= same
+            for m in METHODS:
+                runs[m].append(rates[m])
+        median = {m: statistics.median(runs[m]) for m in METHODS}
+        rows.append({"batch": batch, "records": records, "records_per_second": median,
+                     "runs": runs, "record_bytes": size, "verdict": verdict(batch, median)})
     meets = all(r["verdict"] == "meets target" for r in rows)
-    return {"unit": "durable records/s (acknowledged after fdatasync)", "batches": rows,
+    return {"unit": "durable records/s (acknowledged after fdatasync)", "repeat": repeat,
+            "batches": rows,
             "targets": {"batch_1024_min_records_per_second": TARGET_1024,
                         "ahead_of_sqlite_at_every_batch": True},
             "meets_targets": meets, "orjson_sorted_matches_ledger_bytes": canonical_ok,
-            "host": {"cpus": os.cpu_count(), "filesystem": filesystem_of(work)},
+            "host": {"cpus": os.cpu_count(), "filesystem": filesystem_of(work),
+                     "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0]},
             "checkout": f"{REPO} at {checkout()}"}
 
 
 def print_table(result: dict[str, Any], work: Path) -> None:
     rows = result["batches"]
     host = result["host"]
-    print(f"\nDurable records/s, acknowledged after fdatasync; one commit per batch.\n"
+    runs = (f"; median of {result['repeat']} runs" if result["repeat"] > 1 else "")
+    print(f"\nDurable records/s, acknowledged after fdatasync; one commit per batch{runs}.\n"
           f"Work dir {work} ({host['filesystem']}), {host['cpus']} CPUs, "
           f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}; "
           f"code: {result['checkout']}.\n"
+          f"1-minute load average {host['load_1min_before']:.2f} before, "
+          f"{host['load_1min_after']:.2f} after (other processes share the CPUs and the disk).\n"
           f"Targets: >= {TARGET_1024:,} records/s at batch 1024, and ahead of SQLite "
           f"at every batch size.\n")
     head = (f"{'batch':>5}  {'records':>9}  {LABELS['vantio']:>20}  {LABELS['sqlite']:>15}  "
@@ -351,6 +383,12 @@ def print_table(result: dict[str, Any], work: Path) -> None:
               f"{us['sqlite']:8.2f} SQLite, {us['raw']:8.2f} raw; vantio above raw: "
               f"{us['vantio'] - us['raw']:8.2f} us/record, "
               f"{(us['vantio'] - us['raw']) * r['batch'] / 1000:7.2f} ms/commit")
+    if result["repeat"] > 1:
+        print()
+        for r in rows:
+            spread = ", ".join(f"{m} {min(r['runs'][m]):,.0f}-{max(r['runs'][m]):,.0f}"
+                               for m in METHODS)
+            print(f"  batch {r['batch']:>4} range over {result['repeat']} runs: {spread}")
     b = rows[-1]["record_bytes"]
     print(f"\n  record bytes: {b['vantio']:.0f} avg in the ledger, {b['sqlite']:.0f} avg in "
           "SQLite; orjson sorted-keys encoding reproduces the ledger's canonical lines: "
@@ -436,8 +474,11 @@ def main() -> int:
                     help="scale the record counts (default 1.0: "
                     + ", ".join(f"{v:,} at batch {k}" for k, v in RECORDS.items()) + ")")
     ap.add_argument("--dir", type=Path, metavar="DIR",
-                    help="make the work directory in DIR (default: the current directory; "
+                    help="make the work directory in DIR (default: the temp dir when it is "
+                    "on the current directory's file system, else the current directory; "
                     "use the file system you mean to measure)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each measurement N times and report the median (default 1)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the table: cProfile Ledger.append (batch 1024, "
@@ -447,16 +488,18 @@ def main() -> int:
     args = ap.parse_args()
     if args.records_scale <= 0:
         ap.error("--records-scale must be positive")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     if args.profile_batch < 1:
         ap.error("--profile-batch must be at least 1")
-    base = (args.dir or Path.cwd()).resolve()
+    base = (args.dir or default_base()).resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-append-", dir=base))
     say(f"work directory {work}")
     try:
         if args.profile:
             result = profile(work, args.records_scale, args.profile_batch)
         else:
-            result = measure(work, args.records_scale)
+            result = measure(work, args.records_scale, args.repeat)
     finally:
         remove(work)
     if args.json:

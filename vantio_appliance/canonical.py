@@ -32,6 +32,11 @@ def encode(value: Any) -> bytes:
     return _ENCODER.encode(value)
 
 
+def encode_lines(values: list[Any]) -> bytes:
+    """The canonical lines of ``values``, each ending in a newline, in one buffer."""
+    return _ENCODER.encode_lines(values)
+
+
 def decode(line: bytes) -> Any:
     """Parse ``line`` and insist that it is already canonical.
 

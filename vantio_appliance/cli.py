@@ -69,6 +69,14 @@ def _print_json(value: Any) -> None:
     sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
 
 
+def _layout(args: argparse.Namespace) -> Layout:
+    """The ledger at --dir; a usage error when there is none (nothing is created)."""
+    layout = Layout(args.dir)
+    if not layout.vkey.is_file():
+        _die(f"{args.dir} is not a ledger (no vkey); create one with vantio ledger init")
+    return layout
+
+
 def _verifier(path: Path) -> note.Verifier:
     try:
         return note.Verifier.parse(path.read_text())
@@ -104,13 +112,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_add(args: argparse.Namespace) -> int:
-    tenant = keys.TenantStore(Layout(args.dir).tenants).add(args.name, args.role)
+    tenant = keys.TenantStore(_layout(args).tenants).add(args.name, args.role)
     print(tenant.api_key)  # alone on stdout, once: it is stored 0600 and never printed again
     return EXIT_OK
 
 
 def cmd_tenant_list(args: argparse.Namespace) -> int:
-    store = keys.TenantStore(Layout(args.dir).tenants)
+    store = keys.TenantStore(_layout(args).tenants)
     for name in store.names():
         print(f"{name}\t{store.get(name).role}")
     return EXIT_OK
@@ -138,7 +146,7 @@ def _batches(stream: IO[bytes], tenant: str, size: int,
 
 
 def cmd_append(args: argparse.Namespace) -> int:
-    keys.TenantStore(Layout(args.dir).tenants).get(args.tenant)  # fail before reading input
+    keys.TenantStore(_layout(args).tenants).get(args.tenant)  # fail before reading input
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -177,7 +185,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    layout = Layout(args.dir)
+    layout = _layout(args)
     verifier = _verifier(layout.vkey)
     signed, cp = reader.signed_checkpoint(layout, verifier)
     names = layout.segment_names()
@@ -214,7 +222,7 @@ def _summary(line: bytes) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    layout = Layout(args.dir)
+    layout = _layout(args)
     if args.seq is not None or args.trace_id:
         lines = [reader.find(layout, seq=args.seq, trace_id=args.trace_id).data]
     else:
@@ -262,7 +270,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_proof(args: argparse.Namespace) -> int:
-    layout = Layout(args.dir)
+    layout = _layout(args)
     line = reader.find(layout, seq=args.seq, trace_id=args.trace_id)
     proof = reader.inclusion_proof(layout, _verifier(layout.vkey), line)
     _write_out(proof, args.output)
@@ -272,7 +280,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
-    layout = Layout(args.dir)
+    layout = _layout(args)
     proof = reader.consistency_proof(layout, _verifier(layout.vkey), args.old, args.new)
     _write_out(proof, args.output)
     return EXIT_OK

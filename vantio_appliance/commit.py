@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future
 from typing import Final
 
-from .writer import Ack, Ledger, Submission
+from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Submission
 
 IDLE_TICK_S: Final = 1.0  # how often an idle committer checks rotation by age
 
@@ -53,7 +53,8 @@ class GroupCommitter:
     def _take(self) -> list[tuple[Submission, Future[Ack]]] | None:
         with self._cv:
             while not self._pending and not self._closing:
-                if not self._cv.wait(IDLE_TICK_S):
+                wait = PUBLISH_INTERVAL_S if self.ledger.unpublished else IDLE_TICK_S
+                if not self._cv.wait(wait):
                     return []
             if not self._pending:
                 return None
@@ -63,7 +64,8 @@ class GroupCommitter:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            if not batch:
+            if not batch:  # idle: cover the last commits, seal if the segment is old
+                self.ledger.flush()
                 self.ledger.rotate_if_due()
                 continue
             try:

@@ -23,6 +23,7 @@ ALG_ED25519: Final = 0x01
 MAX_SIGNATURES: Final = 100  # C2SP: verifiers SHOULD bound the work a note can cause
 _DASH: Final = "\u2014 "
 _HEX8: Final = re.compile(r"[0-9a-f]{8}")
+_CONTROL: Final = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def _strict_b64(text: str) -> bytes:
@@ -42,7 +43,7 @@ def _check_text(text: bytes) -> None:
         decoded = text.decode()
     except UnicodeDecodeError:
         raise NoteError("note text is not UTF-8") from None
-    if any(c < " " and c != "\n" for c in decoded):
+    if _CONTROL.search(decoded):
         raise NoteError("note text contains a control character")
 
 

@@ -30,7 +30,7 @@ from msgspec import UNSET
 from . import checkpoint as cpmod
 from . import keys, merkle, note
 from ._internal import osutil
-from .canonical import CanonicalError, decode, encode
+from .canonical import CanonicalError, decode, encode, encode_lines
 from .layout import Layout, segment_first_seq, segment_name
 from .records import (
     SYSTEM_TENANT,
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 2**20
 DEFAULT_SEGMENT_AGE_S: Final = 86_400
+#: Under load the checkpoint file is replaced at most this often (it always is on seal,
+#: close and ``flush``): replacing a file on ext4 costs more than the fdatasync.
+PUBLISH_INTERVAL_S: Final = 0.010
 
 
 class LedgerError(RuntimeError):
@@ -122,6 +125,8 @@ class Ledger:
             self._tree = merkle.CompactRange()
             self._fd = -1
             self._dirty = False
+            self._published_at = 0.0
+            self._unpublished = False
             self._recover()
         except BaseException:
             self.close()
@@ -157,17 +162,22 @@ class Ledger:
             offset = 0
         self.active = names[-1]
         self._absorb(self.active, offset, active=True)
-        self._fd = os.open(self.layout.segments / self.active,
-                           os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         for name in names[:-1]:
             self._make_immutable(self.layout.segments / name)
+        if self._last_kind == "seal" and self._torn is None:
+            self._finish_seal()  # crashed between the seal record and the next segment
+            return
+        try:
+            self._fd = os.open(self.layout.segments / self.active,
+                               os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except PermissionError:
+            raise LedgerError(f"the active segment {self.active} is immutable but not sealed; "
+                              "run vantio ledger verify") from None
+        self._make_append_only()  # a crash can come between creating a segment and its +a
         if self._torn is not None:
             self._append_torn()
-        if self._last_kind == "seal":  # crashed between the seal record and the new segment
-            self._finish_seal()
-        else:
-            self._point_link()
-            self._publish()
+        self._point_link()
+        self._publish()
 
     def _load_state(self, names: list[str]) -> tuple[int, int]:
         """Resume from the cached right edge of the tree when it fits the files."""
@@ -200,6 +210,9 @@ class Ledger:
                 ok = type(rec) is dict and rec.get("seq") == self._tree.size
             except CanonicalError:
                 ok = False
+            if not ok and line[:1] == b"{" and line[-1:] == b"}":  # whole, so not a tear
+                raise LedgerError(f"{name}: invalid record at byte {pos}; "
+                                  "run vantio ledger verify")
             if not ok:
                 bad_at = pos if bad_at is None else bad_at
             elif rec["kind"] == "torn" and bad_at is not None:
@@ -251,33 +264,40 @@ class Ledger:
         """
         self._repair()
         t = _time(osutil.clock_error_ns())  # the group is accepted at one moment
-        lines, acks = [], []
+        events, acks = [], []
         seq = self._tree.size
-        sha = hashlib.sha256
         for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
             f = sub.fields
             tid = new_id if f.trace_id is UNSET else f.trace_id
             mac = self._receipt_mac(sub.tenant).copy()
             mac.update(tid.encode())
             rcpt = mac.hexdigest()
-            line = encode(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
+            events.append(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
                                 action=f.action, receipt=rcpt, proc=f.proc, syscall=f.syscall,
                                 target_host=f.target_host, bytes_severed=f.bytes_severed))
-            lines.append(line)
-            acks.append(Ack(seq, tid, rcpt, sha(b"\x00" + line).digest(), t))
             seq += 1
-        self._commit(lines, [a.leaf_hash for a in acks])
+        data = encode_lines(events)
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + line).digest() for line in data.split(b"\n")[:-1]]
+        self._write_commit(data, leaves)
+        acks = [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
+                for e, leaf in zip(events, leaves, strict=True)]
         self.rotate_if_due()
         return acks
 
     # -- writing ---------------------------------------------------------------
 
-    def _commit(self, lines: list[bytes], leaves: list[bytes] | None = None) -> None:
-        data = b"\n".join(lines) + b"\n"
+    def _commit(self, lines: list[bytes]) -> None:
+        """Commit the ledger's own records (genesis, seal)."""
+        self._write_commit(b"".join(ln + b"\n" for ln in lines),
+                           [merkle.leaf_hash(ln) for ln in lines])
+
+    def _write_commit(self, data: bytes, leaves: list[bytes]) -> None:
+        """Write whole lines, fdatasync, and only then extend the tree."""
         self._write_durable(data)
-        self._tree.extend(leaves if leaves is not None else [merkle.leaf_hash(ln) for ln in lines])
+        self._tree.extend(leaves)
         self._offset += len(data)
-        self._publish()
+        self._publish(now=False)
 
     def _write_durable(self, data: bytes) -> None:
         try:
@@ -314,18 +334,34 @@ class Ledger:
         self._offset = end + 1 + len(line) + 1
         self._torn = None
 
-    def _publish(self) -> None:
+    def _publish(self, *, now: bool = True) -> None:
         """Sign the tree and replace the checkpoint file.
 
         The file is derivable from the durable records, so it is not fsync'd, and
         failing to replace it (disk full) does not fail a commit that is already
-        durable: the next commit, or the next open, publishes again.
+        durable: the next publication, or the next open, covers it. With
+        ``now=False`` (after a commit) it waits out PUBLISH_INTERVAL_S.
         """
+        clock = time.monotonic()
+        if not now and clock - self._published_at < PUBLISH_INTERVAL_S:
+            self._unpublished = True
+            return
         try:
             osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
         except OSError as exc:
-            log.warning("checkpoint not replaced (%s); it will be on the next commit",
-                        exc.strerror)
+            log.warning("checkpoint not replaced (%s); it will be next time", exc.strerror)
+            self._unpublished = True
+            return
+        self._published_at, self._unpublished = clock, False
+
+    def flush(self) -> None:
+        """Publish the checkpoint if a commit is not yet covered by the file."""
+        if self._unpublished:
+            self._publish()
+
+    @property
+    def unpublished(self) -> bool:
+        return self._unpublished
 
     def signed_checkpoint(self) -> bytes:
         cp = cpmod.Checkpoint(self.origin, self._tree.size, self._tree.root())
@@ -353,27 +389,35 @@ class Ledger:
         return signed
 
     def _finish_seal(self) -> None:
-        if self._fd >= 0 and self.use_flags:
-            try:  # +i and -a in one ioctl: ext4 refuses to drop +a once +i is set
-                osutil.add_flags(self._fd, osutil.FS_IMMUTABLE_FL, osutil.FS_APPEND_FL)
-                os.fsync(self._fd)  # the flags are inode metadata: make them durable too
-            except osutil.FlagsUnsupported as exc:
-                self._flags_unavailable(exc)
-        os.close(self._fd)
-        self._fd = -1
+        """After the seal record is durable: +i on the segment, then the next segment."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._make_immutable(self.layout.segments / self.active)
         self._open_segment(self._tree.size)
         self._publish()
         self._save_state()
 
     def _make_immutable(self, path: Path) -> None:
-        if not self.use_flags:
-            return
-        flags = osutil.path_flags(path)
+        """+i and -a in one ioctl (ext4 refuses to drop +a once +i is set); idempotent."""
+        flags = osutil.path_flags(path) if self.use_flags else None
         if flags is not None and not flags & osutil.FS_IMMUTABLE_FL:
             try:
                 osutil.set_path_flags(path, osutil.FS_IMMUTABLE_FL, osutil.FS_APPEND_FL)
             except osutil.FlagsUnsupported as exc:
                 self._flags_unavailable(exc)
+
+    def _make_append_only(self) -> None:
+        """+a on the active segment's open descriptor; idempotent."""
+        if not self.use_flags:
+            return
+        try:
+            if not osutil.get_flags(self._fd) & osutil.FS_APPEND_FL:
+                osutil.add_flags(self._fd, osutil.FS_APPEND_FL)
+        except osutil.FlagsUnsupported as exc:
+            self._flags_unavailable(exc)
+        except OSError:  # no inode flags on this file system at all
+            self._flags_unavailable(OSError(0, "not supported by the file system"))
 
     def _flags_unavailable(self, exc: OSError) -> None:
         log.warning("inode flags unavailable (%s): segments are not +a/+i; "
@@ -385,11 +429,7 @@ class Ledger:
         self.layout.segments.mkdir(mode=0o750, exist_ok=True)
         path = self.layout.segments / self.active
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        if self.use_flags:
-            try:
-                osutil.add_flags(self._fd, osutil.FS_APPEND_FL)
-            except osutil.FlagsUnsupported as exc:
-                self._flags_unavailable(exc)
+        self._make_append_only()
         osutil.fsync_dir(self.layout.segments)
         self._offset = os.fstat(self._fd).st_size
         self._segment_start_ns = time.time_ns()
@@ -416,8 +456,9 @@ class Ledger:
             log.warning("state cache not saved (%s)", exc.strerror)
 
     def close(self) -> None:
-        """Save the state cache and release the files."""
+        """Publish the checkpoint, save the state cache and release the files."""
         if getattr(self, "_fd", -1) >= 0 and not self._dirty:
+            self.flush()
             self._save_state()
         for attr in ("_fd", "_lock_fd"):
             if getattr(self, attr, -1) >= 0:

@@ -67,9 +67,11 @@ def flags_text(path: Path) -> str:
 
 
 def set_path_flags(path: Path, add: int = 0, remove: int = 0) -> None:
+    """Change the inode flags of ``path`` and make the change durable (fsync)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         add_flags(fd, add, remove)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -122,12 +124,24 @@ class _Timex(ctypes.Structure):
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def clock_error_ns() -> int:
-    """The kernel's maximum error of CLOCK_REALTIME, read with adjtimex(2).
+_error_cache: list[int] = [0, -(10**18)]  # [error_ns, read at monotonic ns]
+
+
+def clock_error_ns(max_age_ns: int = 10**9) -> int:
+    """The kernel's maximum error of CLOCK_REALTIME, read with adjtimex(2) at most once a
+    second (it changes slowly; the call costs more than a record).
 
     The kernel keeps this estimate from NTP/chrony discipline; when the clock
     is unsynchronized it means little, so a wide bound is returned instead.
     """
+    mono = time.monotonic_ns()
+    if mono - _error_cache[1] < max_age_ns:
+        return _error_cache[0]
+    _error_cache[:] = [_read_clock_error(), mono]
+    return _error_cache[0]
+
+
+def _read_clock_error() -> int:
     tx = _Timex()
     state = _libc.adjtimex(ctypes.byref(tx))
     if state < 0:

@@ -1,0 +1,125 @@
+"""Shared fixtures: a fresh ledger directory, and the inode-flag precondition.
+
+Segments carry chattr +a/+i, which even root cannot delete through: every test
+that may leave a flagged file under its ``tmp_path`` has the flags cleared on
+teardown (one ioctl that drops both, since ext4 refuses any other change while
++i is set), so pytest can remove the directory later.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from vantio_appliance import writer
+
+FS_IOC_GETFLAGS: Final = 0x80086601
+FS_IOC_SETFLAGS: Final = 0x40086602
+FS_IMMUTABLE_FL: Final = 0x00000010
+FS_APPEND_FL: Final = 0x00000020
+WORM_FLAGS: Final = FS_IMMUTABLE_FL | FS_APPEND_FL
+
+TEST_ORIGIN: Final = "vantio.appliance/test-host/ledger"
+
+
+def _get_flags(fd: int) -> int:
+    buf = bytearray(8)
+    fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+    return int.from_bytes(buf[:4], "little")
+
+
+def _set_flags(fd: int, flags: int) -> None:
+    fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags.to_bytes(8, "little"))
+
+
+def clear_worm_flags(root: Path) -> list[Path]:
+    """Clear +i and +a (in one ioctl) on every regular file under ``root``; returns them."""
+    cleared: list[Path] = []
+    if not root.exists():
+        return cleared
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue  # never follow ledger.worm or other symlinks
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                try:
+                    flags = _get_flags(fd)
+                except OSError:
+                    continue  # a file system without inode flags: nothing to clear
+                if flags & WORM_FLAGS:
+                    _set_flags(fd, flags & ~WORM_FLAGS)
+                    cleared.append(path)
+            finally:
+                os.close(fd)
+    return cleared
+
+
+def _flags_absent_reason(probe_dir: Path) -> str | None:
+    """Why chattr +a/+i cannot be used here, or None when it works."""
+    if os.geteuid() != 0:
+        return (f"inode flags +a/+i are ABSENT: not root (euid {os.geteuid()}); setting them "
+                "needs CAP_LINUX_IMMUTABLE")
+    probe = probe_dir / "flags-probe"
+    probe.write_bytes(b"")
+    fd = os.open(probe, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = _get_flags(fd)
+        _set_flags(fd, before | FS_APPEND_FL)
+        _set_flags(fd, before | FS_IMMUTABLE_FL)  # from +a straight to +i, one call
+        _set_flags(fd, before & ~WORM_FLAGS)
+    except OSError as exc:
+        names = {errno.ENOTTY: "ENOTTY", errno.EOPNOTSUPP: "EOPNOTSUPP",
+                 errno.EPERM: "EPERM", errno.EINVAL: "EINVAL"}
+        return (f"inode flags +a/+i are ABSENT on the file system of {probe_dir}: "
+                f"FS_IOC_SETFLAGS failed with {names.get(exc.errno or 0, exc.errno)} "
+                f"({exc.strerror})")
+    finally:
+        os.close(fd)
+        probe.unlink()
+    return None
+
+
+@pytest.fixture(scope="session")
+def _flags_probe(tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    return _flags_absent_reason(tmp_path_factory.mktemp("flags-probe"))
+
+
+@pytest.fixture
+def needs_root_flags(_flags_probe: str | None) -> None:
+    """Skip, loudly, where chattr +a/+i truly cannot work (never as root on ext4)."""
+    if _flags_probe is not None:
+        pytest.skip(f"LOUD SKIP: {_flags_probe}; this test checks real kernel WORM behaviour")
+
+
+@pytest.fixture(autouse=True)
+def _no_flags_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a test did under its tmp_path, leave no +a/+i file behind.
+
+    tmp_path is requested during setup, so this teardown runs before tmp_path's.
+    """
+    tmp: Path | None = None
+    if "tmp_path" in request.fixturenames:
+        tmp = request.getfixturevalue("tmp_path")
+    yield
+    if tmp is not None:
+        clear_worm_flags(tmp)
+
+
+@pytest.fixture
+def ledger_dir(tmp_path: Path) -> Iterator[Path]:
+    """A fresh ledger (writer.init, flags on) in ``tmp_path/ledger``; flags cleared after."""
+    root = tmp_path / "ledger"
+    writer.init(root, TEST_ORIGIN)
+    try:
+        yield root
+    finally:
+        clear_worm_flags(root / "segments")
