@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
+import os
 import socket
 import sys
 import time
@@ -20,10 +21,10 @@ from typing import IO, Any, Final, NoReturn
 
 import msgspec
 
-from . import __version__, demo, keys, merkle, note, reader, writer
+from . import __version__, client, demo, keys, merkle, note, reader, writer
 from . import checkpoint as cpmod
 from ._internal import osutil
-from .layout import DEFAULT_DIR, Layout
+from .layout import DEFAULT_DIR, DEFAULT_SOCKET, Layout
 from .records import RecordError
 from .verify import Report, VerifyError, verify_dir
 
@@ -315,6 +316,57 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve  # granian is imported only by the service
+
+    _layout(args)
+    try:
+        serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
+                    use_flags=not args.no_flags, log_level=args.log_level)
+    except RuntimeError as exc:
+        _die(str(exc))
+    return EXIT_OK
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    """From --api-key-file or $VANTIO_API_KEY: never from the command line (ps shows it)."""
+    if args.api_key_file:
+        return _read(args.api_key_file).decode().strip()
+    key = os.environ.get("VANTIO_API_KEY", "").strip()
+    if not key:
+        _die("give the API key with --api-key-file FILE or $VANTIO_API_KEY")
+    return key
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Send JSON lines to the service; bad lines are refused here, by number."""
+    api = client.Client(_api_key(args), args.socket)
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        _die(f"cannot read {args.file}: {exc.strerror}")
+    refused: list[str] = []
+    progress, done = Progress("ingest"), 0
+    with stream:
+        for batch in _batches(stream, "default", args.batch, refused):
+            if not batch:
+                continue
+            try:
+                receipts = api.submit_batch([msgspec.json.encode(s.fields) for s in batch])
+            except client.ApiError as exc:
+                _die(f"the service refused a batch after {done} records: {exc}")
+            except OSError as exc:
+                _die(f"cannot reach {args.socket}: {exc.strerror or exc}")
+            sys.stdout.write("".join(f'{{"trace_id":"{r.trace_id}","seq":{r.seq},'
+                                     f'"receipt":"{r.receipt}"}}\n' for r in receipts))
+            done += len(receipts)
+            progress(done)
+    progress.done()
+    api.close()
+    print(f"ingested {done} records, refused {len(refused)}", file=sys.stderr)
+    return EXIT_FAILED if refused else EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args.dir, args.records, Progress("demo append"))
 
@@ -411,6 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="the record's line (for an inclusion proof)")
     p.add_argument("--old", help="older signed checkpoint (for a consistency proof)")
     p.add_argument("--new", help="newer signed checkpoint (for a consistency proof)")
+
+    p = _command(top, "serve", cmd_serve, "run the ledger service (ingest API) in the "
+                 "foreground on a unix socket; SIGTERM drains the queue and stops")
+    p.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
+                   help=f"unix socket path (default {DEFAULT_SOCKET})")
+    p.add_argument("--socket-mode", default="660", help="socket file mode, octal (default 660)")
+    p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+
+    p = _command(top, "ingest", cmd_ingest, "send event records (JSON lines) to the ledger "
+                 "service; prints one JSON line per durable record: trace_id, seq, receipt",
+                 ledger_dir=False)
+    p.add_argument("file", nargs="?", default="-", help="JSON lines (default - for stdin)")
+    p.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
+                   help=f"the service's unix socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--api-key-file", help="file holding the tenant's API key "
+                   "(or set $VANTIO_API_KEY)")
+    p.add_argument("--batch", type=int, default=500, help="records per request (at most 1000)")
 
     p = _command(top, "demo", cmd_demo, "create a local ledger, feed it demo records, seal, "
                  "verify and prove one record, printing each step", ledger_dir=False)

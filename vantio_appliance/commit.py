@@ -1,15 +1,18 @@
 """Group commit: many callers, one writer thread, one fdatasync per group.
 
-Callers get a Future that resolves only once their record is durable. Under
+Callers get a Future that resolves only once their records are durable. Under
 load the queue grows while a commit runs and the next commit takes all of it
-(up to ``max_batch``), so throughput rises with concurrency while each caller
-still waits for exactly one fdatasync. The queue is bounded: when it is full,
-``submit`` refuses at once (the ingest API answers 429) instead of growing.
+(up to ``max_batch`` records), so throughput rises with concurrency while each
+caller still waits for one fdatasync. A caller's records are never split
+across groups: a batch request is committed whole or not at all. The queue is
+bounded: when it is full, ``submit`` refuses at once (the ingest API answers
+429) instead of growing.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Final
 
@@ -17,40 +20,47 @@ from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Submission
 
 IDLE_TICK_S: Final = 1.0  # how often an idle committer checks rotation by age
 
+Entry = tuple[Sequence[Submission], "Future[list[Ack]]"]
+
 
 class Busy(RuntimeError):
-    """The commit queue is full; try again later."""
+    """The commit queue is full, or the committer is shutting down; try again later."""
 
 
 class GroupCommitter:
-    def __init__(self, ledger: Ledger, *, max_batch: int = 1024,
-                 max_pending: int = 65536) -> None:
+    def __init__(self, ledger: Ledger, *, max_batch: int = 1024, max_pending: int = 65536,
+                 on_commit: Callable[[list[Ack]], None] | None = None) -> None:
         self.ledger = ledger
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._pending: list[tuple[Submission, Future[Ack]]] = []
+        self.on_commit = on_commit
+        self._pending: list[Entry] = []
+        self._depth = 0  # records waiting
         self._cv = threading.Condition()
         self._closing = False
         self.commits = 0
         self._thread = threading.Thread(target=self._run, name="vantio-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, sub: Submission) -> Future[Ack]:
-        fut: Future[Ack] = Future()
+    def submit(self, subs: Sequence[Submission]) -> Future[list[Ack]]:
+        """Queue ``subs`` to be committed together; the Future gives their Acks in order."""
+        fut: Future[list[Ack]] = Future()
         with self._cv:
             if self._closing:
                 raise Busy("the ledger is shutting down")
-            if len(self._pending) >= self.max_pending:
-                raise Busy(f"{len(self._pending)} records are waiting to be committed")
-            self._pending.append((sub, fut))
+            if self._depth + len(subs) > self.max_pending:
+                raise Busy(f"{self._depth} records are waiting to be committed")
+            self._pending.append((subs, fut))
+            self._depth += len(subs)
             self._cv.notify()
         return fut
 
     @property
     def depth(self) -> int:
-        return len(self._pending)
+        """Records queued and not yet committed."""
+        return self._depth
 
-    def _take(self) -> list[tuple[Submission, Future[Ack]]] | None:
+    def _take(self) -> list[Entry] | None:
         with self._cv:
             while not self._pending and not self._closing:
                 wait = PUBLISH_INTERVAL_S if self.ledger.unpublished else IDLE_TICK_S
@@ -58,25 +68,34 @@ class GroupCommitter:
                     return []
             if not self._pending:
                 return None
-            batch = self._pending[:self.max_batch]
-            del self._pending[:self.max_batch]
-            return batch
+            n, count = 0, 0
+            while n < len(self._pending) and (n == 0 or count + len(self._pending[n][0])
+                                              <= self.max_batch):
+                count += len(self._pending[n][0])
+                n += 1
+            group, self._pending = self._pending[:n], self._pending[n:]
+            self._depth -= count
+            return group
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            if not batch:  # idle: cover the last commits, seal if the segment is old
+        while (group := self._take()) is not None:
+            if not group:  # idle: cover the last commits, seal if the segment is old
                 self.ledger.flush()
                 self.ledger.rotate_if_due()
                 continue
             try:
-                acks = self.ledger.append([sub for sub, _ in batch])
+                acks = self.ledger.append([sub for subs, _ in group for sub in subs])
             except Exception as exc:  # every caller of the group learns why, none is acked
-                for _, fut in batch:
+                for _, fut in group:
                     fut.set_exception(exc)
                 continue
             self.commits += 1
-            for (_, fut), ack in zip(batch, acks, strict=True):
-                fut.set_result(ack)
+            if self.on_commit is not None:
+                self.on_commit(acks)
+            start = 0
+            for subs, fut in group:
+                fut.set_result(acks[start:start + len(subs)])
+                start += len(subs)
 
     def close(self) -> None:
         """Commit everything already submitted, then stop."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Final
 
 DEFAULT_DIR: Final = Path("/var/log/vantio")
+DEFAULT_SOCKET: Final = Path("/run/vantio/ingest.sock")
 _SEGMENT_RE: Final = re.compile(r"[0-9]{16}\.worm")
 
 

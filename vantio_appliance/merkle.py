@@ -85,17 +85,36 @@ class CompactRange:
 
 
 class Tree:
-    """All levels of a tree over ``leaves``: answers proofs for any size up to its own."""
+    """All levels of a tree: answers proofs for any size up to its own, and grows.
 
-    def __init__(self, leaves: Sequence[bytes]) -> None:
-        self._levels: list[list[bytes]] = [list(leaves)]
-        while len(self._levels[-1]) > 1:
-            lv = self._levels[-1]
-            self._levels.append([node_hash(lv[i], lv[i + 1]) for i in range(0, len(lv) - 1, 2)])
+    Levels are packed 32-byte hashes in bytearrays (64 bytes a leaf in all),
+    so a service can keep the tree of a large ledger in memory.
+    """
+
+    def __init__(self, leaves: Sequence[bytes] = ()) -> None:
+        self._levels: list[bytearray] = [bytearray()]
+        for leaf in leaves:
+            self.append(leaf)
 
     @property
     def size(self) -> int:
-        return len(self._levels[0])
+        return len(self._levels[0]) // 32
+
+    def append(self, leaf: bytes) -> None:
+        levels, h, level = self._levels, leaf, 0
+        while True:
+            if level == len(levels):
+                levels.append(bytearray())
+            row = levels[level]
+            row += h
+            n = len(row)
+            if n % 64:  # odd count at this level: no parent yet
+                return
+            h = _sha256(b"\x01" + row[n - 64:n]).digest()
+            level += 1
+
+    def _node(self, level: int, index: int) -> bytes:
+        return bytes(self._levels[level][32 * index:32 * index + 32])
 
     def _hash(self, lo: int, hi: int) -> bytes:
         """MTH(D[lo:hi])."""
@@ -103,7 +122,7 @@ class Tree:
         if n == 0:
             return EMPTY_ROOT
         if n & (n - 1) == 0 and lo % n == 0:  # a perfect, aligned subtree: stored
-            return self._levels[n.bit_length() - 1][lo // n]
+            return self._node(n.bit_length() - 1, lo // n)
         k = _split(n)
         return node_hash(self._hash(lo, lo + k), self._hash(lo + k, hi))
 

@@ -24,6 +24,7 @@ class ReadError(RuntimeError):
 class Line:
     seq: int
     segment: str
+    offset: int  # of the line in its segment
     data: bytes  # the record line without its newline
 
 
@@ -31,12 +32,14 @@ def lines(layout: Layout, upto: int | None = None) -> Iterator[Line]:
     """Every record line in ledger order (torn bytes skipped), up to seq ``upto``."""
     seq = 0
     for name in layout.segment_names():
+        offset = 0
         for raw in (layout.segments / name).read_bytes().split(b"\n")[:-1]:
+            here, offset = offset, offset + len(raw) + 1
             if not raw.startswith(b"{") or not raw.endswith(b"}"):
                 continue  # torn bytes: excused by the torn record that follows
             if upto is not None and seq >= upto:
                 return
-            yield Line(seq, name, raw)
+            yield Line(seq, name, here, raw)
             seq += 1
 
 

@@ -161,7 +161,7 @@ _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
 
 
-def _record_error(exc: msgspec.ValidationError, default: str = "record") -> RecordError:
+def validation_error(exc: msgspec.ValidationError, default: str = "record") -> RecordError:
     """Turn msgspec's ``reason - at `$.a.b``` into a RecordError naming ``a.b``."""
     m = _AT.match(str(exc))
     assert m is not None
@@ -206,7 +206,7 @@ def decode_submission(data: bytes) -> EventFields:
         fields: EventFields = _SUBMISSION_DECODER.decode(data)
         return fields
     except msgspec.ValidationError as exc:
-        raise _record_error(exc) from None
+        raise validation_error(exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError("record", f"not JSON: {exc}") from None
 
@@ -221,7 +221,7 @@ def decode_submissions(data: bytes) -> list[EventFields]:
         fields: list[EventFields] = _SUBMISSION_DECODER.decode_lines(data)
         return fields
     except msgspec.ValidationError as exc:
-        raise _record_error(exc) from None
+        raise validation_error(exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError("record", f"not JSON: {exc}") from None
 
@@ -234,7 +234,7 @@ def submission_fields(fields: Any) -> EventFields:
         out: EventFields = msgspec.convert(fields, EventFields)
         return out
     except msgspec.ValidationError as exc:
-        raise _record_error(exc) from None
+        raise validation_error(exc) from None
 
 
 def check_submission(fields: Any) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def decode_record(line: bytes) -> Record:
     try:
         rec: Record = _RECORD_DECODER.decode(line)
     except msgspec.ValidationError as exc:
-        raise _record_error(exc) from None
+        raise validation_error(exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RecordError("record", f"not JSON: {exc}") from None
     return rec
@@ -262,7 +262,7 @@ def check_record(record: Any) -> None:
     try:
         rec = msgspec.convert(record, Record)
     except msgspec.ValidationError as exc:
-        raise _record_error(exc) from None
+        raise validation_error(exc) from None
     check_tenant(rec)
 
 

@@ -20,7 +20,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -127,6 +127,10 @@ class Ledger:
             self._dirty = False
             self._published_at = 0.0
             self._unpublished = False
+            self.fsync_stats = (0, 0.0)  # (count, seconds): for the service's metrics
+            #: called after every durable write: (segment, offset of the first record,
+            #: the record lines, their leaf hashes); the service's hot index uses it
+            self.observer: Callable[[str, int, bytes, list[bytes]], None] | None = None
             self._recover()
         except BaseException:
             self.close()
@@ -292,11 +296,14 @@ class Ledger:
         self._write_commit(b"".join(ln + b"\n" for ln in lines),
                            [merkle.leaf_hash(ln) for ln in lines])
 
-    def _write_commit(self, data: bytes, leaves: list[bytes]) -> None:
-        """Write whole lines, fdatasync, and only then extend the tree."""
-        self._write_durable(data)
+    def _write_commit(self, data: bytes, leaves: list[bytes], lead: bytes = b"") -> None:
+        """Write whole lines (after ``lead``), fdatasync, and only then extend the tree."""
+        self._write_durable(lead + data)
         self._tree.extend(leaves)
-        self._offset += len(data)
+        start = self._offset + len(lead)
+        self._offset = start + len(data)
+        if self.observer is not None:
+            self.observer(self.active, start, data, leaves)
         self._publish(now=False)
 
     def _write_durable(self, data: bytes) -> None:
@@ -304,7 +311,10 @@ class Ledger:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view):]
+            started = time.perf_counter()
             os.fdatasync(self._fd)
+            self.fsync_stats = (self.fsync_stats[0] + 1,
+                                self.fsync_stats[1] + time.perf_counter() - started)
         except OSError as exc:
             self._dirty = True
             raise LedgerUnavailable(f"ledger write failed: {exc.strerror}") from None
@@ -327,11 +337,10 @@ class Ledger:
         assert self._torn is not None
         off, end = self._torn
         line = self._system(Torn, segment=self.active, offset=off, length=end - off)
-        self._write_durable(b"\n" + line + b"\n")
+        self._offset = end  # the torn bytes stay; the newline ends them
+        self._write_commit(line + b"\n", [merkle.leaf_hash(line)], lead=b"\n")
         log.warning("torn tail of %s (%d bytes at %d) excused by a torn record",
                     self.active, end - off, off)
-        self._tree.append(merkle.leaf_hash(line))
-        self._offset = end + 1 + len(line) + 1
         self._torn = None
 
     def _publish(self, *, now: bool = True) -> None:

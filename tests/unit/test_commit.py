@@ -27,9 +27,9 @@ def test_concurrent_callers_are_grouped_and_all_durable(ledger: writer.Ledger) -
 
     def caller(i: int) -> None:
         for j in range(50):
-            fut = committer.submit(writer.submission("default", {
-                "action": "permit", "proc": {"pid": i, "tgid": j}}))
-            ack = fut.result(timeout=30)
+            fut = committer.submit([writer.submission("default", {
+                "action": "permit", "proc": {"pid": i, "tgid": j}})])
+            [ack] = fut.result(timeout=30)
             with lock:
                 acks.append(ack)
 
@@ -53,7 +53,7 @@ def test_concurrent_callers_are_grouped_and_all_durable(ledger: writer.Ledger) -
 def test_full_queue_refuses_instead_of_growing(ledger: writer.Ledger) -> None:
     committer = GroupCommitter(ledger, max_pending=0)
     with pytest.raises(Busy):
-        committer.submit(writer.submission("default", {"action": "block"}))
+        committer.submit([writer.submission("default", {"action": "block"})])
     committer.close()
     ledger.close()
 
@@ -61,10 +61,22 @@ def test_full_queue_refuses_instead_of_growing(ledger: writer.Ledger) -> None:
 def test_a_failed_commit_fails_every_caller_of_its_group(ledger: writer.Ledger) -> None:
     committer = GroupCommitter(ledger)
     unknown = writer.submission("no-such-tenant", {"action": "block"})
-    fut: Future[writer.Ack] = committer.submit(unknown)
+    fut: Future[list[writer.Ack]] = committer.submit([unknown])
     with pytest.raises(Exception, match="no-such-tenant"):
         fut.result(timeout=10)
     committer.close()
     size = ledger.size
     ledger.close()
     assert size == 1  # nothing but the genesis record was written
+
+
+def test_a_request_is_committed_whole_in_one_group(ledger: writer.Ledger) -> None:
+    committer = GroupCommitter(ledger, max_batch=8)
+    subs = [writer.submission("default", {"action": "permit"}) for _ in range(20)]
+    futs = [committer.submit(subs[:3]), committer.submit(subs), committer.submit(subs[:5])]
+    results = [f.result(timeout=10) for f in futs]
+    committer.close()
+    ledger.close()
+    assert [len(r) for r in results] == [3, 20, 5]
+    for acks in results:  # consecutive seqs: no other caller's record in between
+        assert [a.seq for a in acks] == list(range(acks[0].seq, acks[0].seq + len(acks)))

@@ -1,0 +1,95 @@
+"""The hot tier: any record by trace id, with its proof, from memory.
+
+The service keeps the whole tree (64 bytes a record) and each record's place
+in its segment, fed by the writer after every durable write, so that a read
+costs one pread and O(log n) hashes instead of a scan of the ledger.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import threading
+from array import array
+from dataclasses import dataclass
+
+from . import merkle, reader
+from .layout import Layout
+
+_TRACE_KEY = b'"trace_id":"'
+
+
+@dataclass(frozen=True)
+class Found:
+    line: bytes
+    seq: int
+    size: int  # of the tree the proof is for
+    root: bytes
+    path: list[bytes]
+
+
+class Index:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._lock = threading.Lock()
+        self._tree = merkle.Tree()
+        self._seq: dict[str, int] = {}
+        self._offsets = array("Q")
+        self._segments: list[tuple[int, str]] = []  # (first seq, name)
+
+    def load(self) -> None:
+        """Index what is on disk; call before the writer starts observing."""
+        sha = hashlib.sha256
+        for line in reader.lines(self.layout):
+            self._add(line.segment, line.offset, line.data, sha(b"\x00" + line.data).digest())
+
+    def observe(self, segment: str, offset: int, data: bytes, leaves: list[bytes]) -> None:
+        """The writer's observer: records just made durable."""
+        with self._lock:
+            for line, leaf in zip(data.split(b"\n")[:-1], leaves, strict=True):
+                self._add(segment, offset, line, leaf)
+                offset += len(line) + 1
+
+    def _add(self, segment: str, offset: int, line: bytes, leaf: bytes) -> None:
+        seq = self._tree.size
+        if not self._segments or self._segments[-1][1] != segment:
+            self._segments.append((seq, segment))
+        self._tree.append(leaf)
+        self._offsets.append(offset)
+        at = line.rfind(_TRACE_KEY) + len(_TRACE_KEY)  # canonical: one trace_id key a line
+        self._seq[line[at:at + 36].decode()] = seq
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    def head(self) -> tuple[int, bytes]:
+        """(size, root) of the durable tree."""
+        with self._lock:
+            return self._tree.size, self._tree.root()
+
+    def find(self, trace_id: str) -> Found | None:
+        with self._lock:
+            seq = self._seq.get(trace_id)
+            if seq is None:
+                return None
+            size, root = self._tree.size, self._tree.root()
+            path = self._tree.inclusion_proof(seq, size)
+            _, segment = self._segments[bisect.bisect_right(self._segments, (seq, "\uffff"))
+                                             - 1]
+            offset = self._offsets[seq]
+        return Found(self._read_line(segment, offset), seq, size, root, path)
+
+    def _read_line(self, segment: str, offset: int) -> bytes:
+        fd = os.open(self.layout.segments / segment, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data, chunk = b"", 1 << 14
+            while b"\n" not in data:
+                more = os.pread(fd, chunk, offset + len(data))
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
+        return data.split(b"\n", 1)[0]

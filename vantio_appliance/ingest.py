@@ -1,0 +1,424 @@
+"""The ingest API: an ASGI app in front of the one ledger writer.
+
+Structural payload quarantine: a record is decoded straight into the
+whitelist's Structs, so a prompt, a completion or any unknown field is
+refused (422, naming the field) before anything is queued, and a 201 is sent
+only after the record's group is fdatasync'd. Plain ASGI with no framework:
+the routes are few and the hot path is measured in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from . import __version__, keys
+from . import checkpoint as cpmod
+from ._internal import notify
+from .commit import Busy, GroupCommitter
+from .index import Index
+from .records import EventFields, validation_error
+from .records import Tenant as TenantName
+from .writer import Ack, Ledger, LedgerUnavailable, Submission
+
+log = logging.getLogger(__name__)
+
+MAX_BODY: Final = 64 * 1024
+MAX_BATCH: Final = 1000
+MAX_BATCH_BODY: Final = 4 * 2**20
+JSON: Final = b"application/json"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ApiEvent(EventFields):
+    """A submitted event; ``tenant``, when given, must be the key's own tenant."""
+
+    tenant: TenantName | UnsetType = UNSET
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    records: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+_EVENT: Final = msgspec.json.Decoder(ApiEvent)
+_BATCH: Final = msgspec.json.Decoder(_Batch)
+_ENCODE: Final = msgspec.json.Encoder().encode
+# every key the whitelist knows, at any depth: a duplicate key needs one twice
+_KEY_TOKENS: Final = [f'"{name}"'.encode() for name in sorted(
+    {"tenant", *EventFields.__struct_fields__, "pid", "tgid", "uid", "gid", "comm", "cgroup",
+     "cgroup_ancestry", "name", "args", "family", "address", "port", "proto", "size", "flags",
+     "path", "argc"})]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field, self.headers = status, error, field, headers
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise HTTPError(422, "duplicate key", key)
+        seen[key] = value
+    return seen
+
+
+def _check_duplicates(body: bytes) -> None:
+    """Refuse duplicate keys (JSON parsers keep the last one silently)."""
+    if any(body.count(token) > 1 for token in _KEY_TOKENS):
+        json.loads(body, object_pairs_hook=_no_duplicates)  # exact, and only when needed
+
+
+def parse_event(body: bytes) -> ApiEvent:
+    """One submitted record: whitelist, types, formats, no duplicate keys."""
+    _check_duplicates(body)
+    try:
+        fields: ApiEvent = _EVENT.decode(body)
+        return fields
+    except msgspec.ValidationError as exc:
+        err = validation_error(exc)
+        raise HTTPError(422, err.reason, err.field) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"malformed JSON: {exc}") from None
+
+
+def parse_batch(body: bytes) -> list[ApiEvent]:
+    try:
+        raws = _BATCH.decode(body).records
+    except msgspec.ValidationError as exc:
+        err = validation_error(exc)
+        raise HTTPError(413 if "Expected `array` of length <=" in err.reason else 422,
+                        err.reason, err.field) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"malformed JSON: {exc}") from None
+    _check_duplicates_outer(body)
+    out = []
+    for i, raw in enumerate(raws):
+        try:
+            out.append(parse_event(bytes(raw)))
+        except HTTPError as exc:
+            exc.field = f"records[{i}]" + (f".{exc.field}" if exc.field else "")
+            raise
+    return out
+
+
+def _check_duplicates_outer(body: bytes) -> None:
+    if body.count(b'"records"') > 1:
+        json.loads(body, object_pairs_hook=_no_duplicates)
+
+
+@dataclass
+class Metrics:
+    records: int = 0
+    commits: int = 0
+    refusals: Counter[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.refusals = Counter()
+
+
+class TenantKeys:
+    """API keys by their SHA-256 (a lookup by digest leaks nothing useful through timing).
+
+    Reloaded from the key store when an unknown key arrives (at most once a
+    second), so that `vantio ledger tenant add` takes effect without a restart.
+    """
+
+    def __init__(self, store: keys.TenantStore) -> None:
+        self.store = store
+        self._by_digest: dict[bytes, keys.Tenant] = {}
+        self._loaded_at = -1e9
+        self.reload()
+
+    def reload(self) -> None:
+        tenants = [self.store.get(n) for n in self.store.names()]
+        self._by_digest = {hashlib.sha256(t.api_key.encode()).digest(): t for t in tenants}
+        self._loaded_at = time.monotonic()
+
+    def lookup(self, token: bytes) -> keys.Tenant | None:
+        digest = hashlib.sha256(token).digest()
+        tenant = self._by_digest.get(digest)
+        if tenant is None and time.monotonic() - self._loaded_at > 1.0:
+            self.reload()
+            tenant = self._by_digest.get(digest)
+        return tenant
+
+
+class App:
+    """The ASGI application. Settings come from the environment (see ``serve``)."""
+
+    def __init__(self) -> None:
+        self.ledger: Ledger | None = None
+        self.committer: GroupCommitter | None = None
+        self.index: Index | None = None
+        self.tenants: TenantKeys | None = None
+        self.metrics = Metrics()
+        self.fsync = [0, 0.0]
+
+    # -- lifespan ------------------------------------------------------------------
+
+    def start(self, root: Path, use_flags: bool = True) -> None:
+        ledger = Ledger(root, use_flags=use_flags)
+        index = Index(ledger.layout)
+        index.load()
+        ledger.observer = index.observe
+        self.ledger, self.index = ledger, index
+        self.tenants = TenantKeys(ledger.tenants)
+        group, sock = os.environ.get("VANTIO_SOCKET_GROUP"), os.environ.get("VANTIO_SOCKET")
+        if group and sock:  # the socket is 0660: its group is who may submit
+            os.chown(sock, -1, grp.getgrnam(group).gr_gid)
+        self.committer = GroupCommitter(ledger, max_pending=int(
+            os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
+        notify.ready(f"serving {root}: {index.size} records")
+        log.info("ledger %s open: %d records", root, index.size)
+
+    def stop(self) -> None:
+        notify.stopping()
+        if self.committer is not None:
+            self.committer.close()  # commits everything already accepted
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def _count(self, acks: list[Ack]) -> None:
+        self.metrics.records += len(acks)
+        self.metrics.commits += 1
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    root = Path(os.environ.get("VANTIO_LEDGER_DIR", "/var/log/vantio"))
+                    self.start(root, os.environ.get("VANTIO_NO_FLAGS") != "1")
+                except Exception as exc:
+                    log.exception("cannot start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- HTTP ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            status, body, headers = await self._route(scope, receive)
+        except HTTPError as exc:
+            assert self.metrics.refusals is not None
+            self.metrics.refusals[str(exc.status)] += 1
+            err: dict[str, Any] = {"error": exc.error}
+            if exc.field is not None:
+                err["field"] = exc.field
+            status, body, headers = exc.status, _ENCODE(err), list(exc.headers)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", JSON), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope: Scope, receive: Receive
+                     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        method, path = scope["method"], scope["path"]
+        if path == "/healthz" and method == "GET":
+            return 200, b'{"status":"ok"}', []
+        if path == "/metrics" and method == "GET":
+            return 200, self._metrics().encode(), [(b"content-type", b"text/plain; version=0.0.4")]
+        if path == "/openapi.json" and method == "GET":
+            return 200, _ENCODE(openapi()), []
+        route = {("POST", "/v1/records"): self._post_one,
+                 ("POST", "/v1/records:batch"): self._post_batch,
+                 ("GET", "/v1/checkpoint"): self._get_checkpoint}.get((method, path))
+        if route is None and method == "GET" and path.startswith("/v1/records/"):
+            tenant = self._auth(scope, "reader")
+            return await self._get_record(tenant, path[len("/v1/records/"):])
+        if route is None:
+            known = path in ("/v1/records", "/v1/records:batch", "/v1/checkpoint", "/healthz",
+                             "/metrics", "/openapi.json")
+            raise HTTPError(405 if known else 404, "method not allowed" if known else "not found")
+        role = "writer" if method == "POST" else "reader"
+        return await route(self._auth(scope, role), scope, receive)
+
+    def _auth(self, scope: Scope, role: str) -> keys.Tenant:
+        token = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+        assert self.tenants is not None
+        tenant = self.tenants.lookup(token) if token else None
+        if tenant is None:
+            raise HTTPError(401, "missing or unknown API key",
+                            headers=[(b"www-authenticate", b'Bearer realm="vantio"')])
+        if tenant.role != role:
+            raise HTTPError(403, f"a {tenant.role} key cannot do this")
+        return tenant
+
+    async def _body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
+        ctype = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.split(b";")[0].strip().lower()
+            elif name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise HTTPError(413, f"body larger than {limit} bytes")
+        if ctype != JSON:
+            raise HTTPError(415, "content-type must be application/json")
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"body larger than {limit} bytes")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return b"".join(chunks)
+
+    async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
+        subs = []
+        for i, ev in enumerate(events):
+            if ev.tenant is not UNSET and ev.tenant != tenant.name:
+                field = "tenant" if len(events) == 1 else f"records[{i}].tenant"
+                raise HTTPError(403, f"records for tenant {ev.tenant!r} need that tenant's key",
+                                field)
+            subs.append(Submission(tenant.name, ev))
+        assert self.committer is not None
+        try:
+            return await asyncio.wrap_future(self.committer.submit(subs))
+        except Busy as exc:
+            raise HTTPError(429, str(exc), headers=[(b"retry-after", b"1")]) from None
+        except LedgerUnavailable as exc:
+            raise HTTPError(503, str(exc), headers=[(b"retry-after", b"5")]) from None
+
+    async def _post_one(self, tenant: keys.Tenant, scope: Scope, receive: Receive
+                        ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        event = parse_event(await self._body(scope, receive, MAX_BODY))
+        [ack] = await self._commit(tenant, [event])
+        return 201, _ENCODE(_accepted(ack)), [(b"x-vantio-signature", ack.receipt.encode())]
+
+    async def _post_batch(self, tenant: keys.Tenant, scope: Scope, receive: Receive
+                          ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        events = parse_batch(await self._body(scope, receive, MAX_BATCH_BODY))
+        acks = await self._commit(tenant, events)
+        signature = _batch_signature(tenant.api_key, [a.trace_id for a in acks])
+        return 201, _ENCODE({"records": [{**_accepted(a), "receipt": a.receipt} for a in acks]}
+                            ), [(b"x-vantio-signature", signature.encode())]
+
+    def _signed(self, size: int, root: bytes) -> bytes:
+        assert self.ledger is not None
+        return cpmod.sign(cpmod.Checkpoint(self.ledger.origin, size, root), self.ledger.signer)
+
+    async def _get_checkpoint(self, tenant: keys.Tenant, scope: Scope, receive: Receive
+                              ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        assert self.index is not None
+        size, root = self.index.head()
+        return 200, self._signed(size, root), [(b"content-type", b"text/plain; charset=utf-8")]
+
+    async def _get_record(self, tenant: keys.Tenant, trace_id: str
+                          ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        assert self.index is not None
+        found = self.index.find(trace_id)  # reader keys are auditors': they read every tenant
+        if found is None:
+            raise HTTPError(404, "no record with this trace id")
+        proof = cpmod.format_inclusion(found.seq, found.path, self._signed(found.size, found.root))
+        return 200, _ENCODE({"record": msgspec.Raw(found.line), "seq": found.seq,
+                             "proof": proof.decode()}), []
+
+    def _metrics(self) -> str:
+        assert self.committer is not None and self.ledger is not None
+        assert self.metrics.refusals is not None
+        fsyncs, seconds = self.ledger.fsync_stats
+        lines = [
+            "# TYPE vantio_records_total counter", f"vantio_records_total {self.metrics.records}",
+            "# TYPE vantio_commits_total counter", f"vantio_commits_total {self.metrics.commits}",
+            "# TYPE vantio_queue_depth gauge", f"vantio_queue_depth {self.committer.depth}",
+            "# TYPE vantio_ledger_size gauge", f"vantio_ledger_size {self.ledger.size}",
+            "# TYPE vantio_fsync_seconds summary", f"vantio_fsync_seconds_count {fsyncs}",
+            f"vantio_fsync_seconds_sum {seconds:.6f}",
+            "# TYPE vantio_refusals_total counter",
+            *(f'vantio_refusals_total{{status="{k}"}} {v}'
+              for k, v in sorted(self.metrics.refusals.items())),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _accepted(ack: Ack) -> dict[str, Any]:
+    return {"trace_id": ack.trace_id, "seq": ack.seq, "leaf_hash": ack.leaf_hash.hex(),
+            "time": msgspec.to_builtins(ack.time)}
+
+
+def _batch_signature(api_key: str, trace_ids: list[str]) -> str:
+    """x-vantio-signature of a batch: HMAC-SHA256 over its trace ids joined by newlines."""
+    return hmac.digest(api_key.encode(), "\n".join(trace_ids).encode(), "sha256").hex()
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, its schemas generated from the record Structs."""
+    (event, batch), components = msgspec.json.schema_components(
+        [ApiEvent, _Batch], ref_template="#/components/schemas/{name}")
+    error = {"type": "object", "required": ["error"],
+             "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
+    err = {"description": "refused", "content": {"application/json": {"schema": error}}}
+    refusals = {str(s): err for s in (400, 401, 403, 413, 415, 422, 429, 503)}
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    accepted = {"201": {"description": "durable: the record's group is fdatasync'd",
+                        "headers": {"x-vantio-signature": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "vantio ingest API", "version": __version__},
+        "components": {"schemas": components, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/v1/records": {"post": {
+                "operationId": "postRecord", "security": bearer,
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": event}}},
+                "responses": {**accepted, **refusals}}},
+            "/v1/records:batch": {"post": {
+                "operationId": "postRecords", "security": bearer,
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": batch}}},
+                "responses": {**accepted, **refusals}}},
+            "/v1/records/{trace_id}": {"get": {
+                "operationId": "getRecord", "security": bearer,
+                "parameters": [{"name": "trace_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the record and its .tlog-proof"},
+                              "404": err, "401": err, "403": err}}},
+            "/v1/checkpoint": {"get": {
+                "operationId": "getCheckpoint", "security": bearer,
+                "responses": {"200": {"description": "the latest signed checkpoint"},
+                              "401": err, "403": err}}},
+            "/healthz": {"get": {"operationId": "health",
+                                 "responses": {"200": {"description": "serving"}}}},
+            "/metrics": {"get": {"operationId": "metrics",
+                                 "responses": {"200": {"description": "Prometheus text"}}}},
+        },
+    }
+
+
+app = App()
