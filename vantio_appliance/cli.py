@@ -317,12 +317,21 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve  # granian is imported only by the service
+    from . import front, serve  # granian is imported only by the service
 
     _layout(args)
+    tls = None
+    if args.listen or args.tls_cert or args.tls_key:
+        if not (args.listen and args.tls_cert and args.tls_key):
+            _die("--listen needs --tls-cert and --tls-key: TCP is served with TLS only")
+        try:
+            front.parse_listen(args.listen)
+        except ValueError as exc:
+            _die(str(exc))
+        tls = serve.TLS(args.listen, args.tls_cert, args.tls_key)
     try:
         serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
-                    use_flags=not args.no_flags, log_level=args.log_level)
+                    use_flags=not args.no_flags, log_level=args.log_level, tls=tls)
     except RuntimeError as exc:
         _die(str(exc))
     return EXIT_OK
@@ -470,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"unix socket path (default {DEFAULT_SOCKET})")
     p.add_argument("--socket-mode", default="660", help="socket file mode, octal (default 660)")
     p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
+    p.add_argument("--listen", metavar="[HOST:]PORT",
+                   help="also serve TCP with TLS (an address; loopback when only a port)")
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM), with --listen")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM), with --listen")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 

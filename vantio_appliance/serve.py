@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from granian import Granian
 from granian.constants import Interfaces, Loops
 
+from . import front
 from .layout import DEFAULT_SOCKET
 
 
@@ -34,14 +36,31 @@ def _clear_stale(path: Path) -> None:
     raise RuntimeError(f"a server is already listening on {path}")
 
 
+@dataclass(frozen=True)
+class TLS:
+    """The optional TCP listener: address and the certificate files."""
+
+    listen: str
+    cert: Path
+    key: Path
+
+
 def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
-          group: str | None = None, use_flags: bool = True, log_level: str = "info") -> None:
+          group: str | None = None, use_flags: bool = True, log_level: str = "info",
+          tls: TLS | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the queue is drained and the ledger closed on the way out."""
     sock.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     _clear_stale(sock)
     os.environ.update({"VANTIO_LEDGER_DIR": str(root), "VANTIO_SOCKET": str(sock),
                        "VANTIO_NO_FLAGS": "0" if use_flags else "1",
                        "VANTIO_SOCKET_GROUP": group or ""})
-    Granian("vantio_appliance.ingest:app", interface=Interfaces.ASGI, uds=sock,
-            uds_permissions=mode, workers=1, loop=Loops.asyncio, log_level=log_level,  # type: ignore[arg-type]
-            log_access=False, backlog=1024).serve()
+    tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
+    try:
+        Granian("vantio_appliance.ingest:app", interface=Interfaces.ASGI, uds=sock,
+                uds_permissions=mode, workers=1, loop=Loops.asyncio,
+                log_level=log_level,  # type: ignore[arg-type]
+                log_access=False, backlog=1024).serve()
+    finally:
+        if tcp is not None:
+            tcp.terminate()
+            tcp.wait(timeout=10)

@@ -12,7 +12,6 @@ import pytest
 from vantio_appliance._internal import notify
 
 
-
 def _bound(address: str | bytes) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     sock.bind(address)
