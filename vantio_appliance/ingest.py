@@ -189,11 +189,17 @@ class App:
             os.chown(sock, -1, grp.getgrnam(group).gr_gid)
         self.committer = GroupCommitter(ledger, max_pending=int(
             os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
-        notify.ready(f"serving {root}: {index.size} records")
+        try:
+            notify.ready(f"serving {root}: {index.size} records")
+        except OSError as exc:  # readiness is for systemd; serving does not depend on it
+            log.warning("sd_notify failed: %s", exc)
         log.info("ledger %s open: %d records", root, index.size)
 
     def stop(self) -> None:
-        notify.stopping()
+        try:
+            notify.stopping()
+        except OSError as exc:
+            log.warning("sd_notify failed: %s", exc)
         if self.committer is not None:
             self.committer.close()  # commits everything already accepted
         if self.ledger is not None:

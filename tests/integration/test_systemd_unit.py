@@ -5,7 +5,7 @@
 - ``systemd-analyze verify`` loads it without a single warning (it ignores
   unknown keys and bad values with a warning and exit 0, so stderr is checked);
 - the system-call filter, expanded with systemd's own group lists, still lets
-  the server do its job (the FS_IOC_SETFLAGS ioctl, adjtimex for the clock
+  the server do its job (the FS_IOC_SETFLAGS ioctl, clock_adjtime for the clock
   error bound, chown for the socket's group, fdatasync, sd_notify) and keeps
   out what it never needs.
 
@@ -25,9 +25,8 @@ from typing import Final
 import pytest
 
 UNIT_NAME: Final = "vantio-ledger.service"
-EXEC_START: Final = (
-    "/usr/bin/vantio serve --dir /var/log/vantio --socket /run/vantio/ingest.sock"
-)
+EXEC_START: Final = ("/usr/bin/vantio serve --dir /var/log/vantio "
+                      "--socket /run/vantio/ingest.sock --socket-group vantio-ingest")
 MAX_EXPOSURE: Final = 2.0
 _OVERALL_RE: Final = re.compile(
     r"Overall exposure level for (?P<unit>\S+): (?P<level>\d+\.\d+) (?P<band>\S+)"
@@ -36,7 +35,8 @@ _OVERALL_RE: Final = re.compile(
 #: What the server does, by system call (x86-64 names).
 NEEDED_SYSCALLS: Final = {
     "ioctl": "FS_IOC_GETFLAGS/FS_IOC_SETFLAGS: chattr +a/+i on segments",
-    "adjtimex": "osutil.clock_error_ns: the clock's error bound (read-only, modes=0)",
+    # glibc's adjtimex(3) is clock_adjtime(CLOCK_REALTIME): the adjtimex syscall is unused.
+    "clock_adjtime": "osutil.clock_error_ns: the clock's error bound (read-only, modes=0)",
     "fchownat": "give the ingest socket (and /run/vantio) the vantio-ingest group",
     "fchown": "the same on an open descriptor",
     "fchmodat": "socket mode 0660",
@@ -51,8 +51,9 @@ NEEDED_SYSCALLS: Final = {
     "sendto": "sd_notify datagram",
     "sendmsg": "sd_notify datagram",
     "epoll_wait": "granian event loop",
-    "clone3": "threads (glibc 2.34+)",
-    "clone": "the granian worker process",
+    # clone3 is answered ENOSYS under RestrictNamespaces= (systemd cannot check its
+    # flags), and glibc falls back to clone.
+    "clone": "threads, and the granian worker process",
     "execve": "starting the interpreter",
     "wait4": "reaping the worker",
     "kill": "stopping the worker",
@@ -65,7 +66,7 @@ NEEDED_SYSCALLS: Final = {
 FORBIDDEN_SYSCALLS: Final = (
     "setuid", "setresuid", "setgroups", "capset", "mount", "umount2", "pivot_root",
     "chroot", "bpf", "ptrace", "process_vm_writev", "init_module", "finit_module",
-    "kexec_load", "reboot", "swapon", "settimeofday", "clock_settime", "clock_adjtime",
+    "kexec_load", "reboot", "swapon", "settimeofday", "clock_settime", "adjtimex",
     "sethostname", "setrlimit", "sched_setscheduler", "setpriority", "iopl", "ioperm",
     "open_by_handle_at", "acct", "perf_event_open", "userfaultfd", "quotactl",
 )
@@ -134,7 +135,7 @@ def test_exposure_is_ok(analyze: str, unit_text: str, tmp_path: Path) -> None:
     level = float(match["level"])
     costs = "\n".join(line for line in result.stdout.splitlines() if line.startswith("✗"))
     assert level <= MAX_EXPOSURE, f"exposure {level} {match['band']}; costs:\n{costs}"
-    assert match["band"] == "OK", match.group(0)
+    assert match["band"] in ("SAFE", "OK"), match.group(0)  # the bands at or below 2.0
     assert result.returncode == 0, f"--threshold tripped:\n{result.stderr}"
     # Directives that systemd ignores do not protect: a typo must not pass silently.
     assert "ignoring" not in result.stderr, result.stderr
@@ -168,7 +169,7 @@ def test_the_service_contract(unit_text: str) -> None:
     assert _one(s, "UMask") == "0077"
     # A user namespace would void CAP_LINUX_IMMUTABLE (ext4 checks it in the initial one).
     assert _one(s, "PrivateUsers") in (None, "no")
-    # ProtectClock=yes makes adjtimex fail with EPERM, and every commit with it.
+    # ProtectClock=yes makes adjtimex(3) fail with EPERM, and every commit with it.
     assert _one(s, "ProtectClock") in (None, "no")
 
 
