@@ -21,7 +21,7 @@ from typing import IO, Any, Final, NoReturn
 
 import msgspec
 
-from . import __version__, client, demo, keys, merkle, note, reader, writer
+from . import __version__, client, demo, front, keys, merkle, note, reader, writer
 from . import checkpoint as cpmod
 from ._internal import osutil
 from .layout import DEFAULT_DIR, DEFAULT_SOCKET, Layout
@@ -317,23 +317,35 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import front, serve  # granian is imported only by the service
+    from . import serve  # granian is imported only by the service
 
     _layout(args)
     tls = None
     if args.listen or args.tls_cert or args.tls_key:
-        if not (args.listen and args.tls_cert and args.tls_key):
-            _die("--listen needs --tls-cert and --tls-key: TCP is served with TLS only")
-        try:
-            front.parse_listen(args.listen)
-        except ValueError as exc:
-            _die(str(exc))
+        _tls_args(args)
         tls = serve.TLS(args.listen, args.tls_cert, args.tls_key)
     try:
         serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
                     use_flags=not args.no_flags, log_level=args.log_level, tls=tls)
     except RuntimeError as exc:
         _die(str(exc))
+    return EXIT_OK
+
+
+def _tls_args(args: argparse.Namespace) -> None:
+    if not (args.listen and args.tls_cert and args.tls_key):
+        _die("--listen needs --tls-cert and --tls-key: TCP is served with TLS only")
+    try:
+        front.parse_listen(args.listen)
+    except ValueError as exc:
+        _die(str(exc))
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    _tls_args(args)
+    host, port = front.parse_listen(args.listen)
+    os.environ["VANTIO_SOCKET"] = str(args.socket)
+    front.main([host, str(port), str(args.tls_cert), str(args.tls_key), args.log_level])
     return EXIT_OK
 
 
@@ -386,6 +398,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR,
                    help=f"ledger directory (default {DEFAULT_DIR})")
+
+
+def _tls_options(p: argparse.ArgumentParser, listen_help: str) -> None:
+    p.add_argument("--listen", metavar="[HOST:]PORT",
+                   help=f"{listen_help} (an address; loopback when only a port)")
+    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM), with --listen")
+    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM), with --listen")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str,
@@ -479,12 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"unix socket path (default {DEFAULT_SOCKET})")
     p.add_argument("--socket-mode", default="660", help="socket file mode, octal (default 660)")
     p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
-    p.add_argument("--listen", metavar="[HOST:]PORT",
-                   help="also serve TCP with TLS (an address; loopback when only a port)")
-    p.add_argument("--tls-cert", type=Path, help="TLS certificate chain (PEM), with --listen")
-    p.add_argument("--tls-key", type=Path, help="TLS private key (PEM), with --listen")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _tls_options(p, "also serve TCP with TLS, through a front process (see vantio front)")
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+
+    p = _command(top, "front", cmd_front, "serve TCP with TLS in front of the service's unix "
+                 "socket: a process with no ledger and no keys (its own unit)", ledger_dir=False)
+    _tls_options(p, "the TCP address to serve with TLS")
+    p.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
+                   help=f"the service's unix socket (default {DEFAULT_SOCKET})")
 
     p = _command(top, "ingest", cmd_ingest, "send event records (JSON lines) to the ledger "
                  "service; prints one JSON line per durable record: trace_id, seq, receipt",

@@ -245,3 +245,23 @@ def test_syscall_model_matches_systemd(analyze: str, tmp_path: Path) -> None:
     assert "ioctl" in allowed
     assert not allowed & _expand(["@privileged", "@resources"], groups)
     assert _expand(["@default"], groups) <= allowed
+
+
+TLS_UNIT: Final = "vantio-ingest-tls.service"
+
+
+def test_tls_front_unit_is_unprivileged_and_ok(analyze: str, tmp_path: Path) -> None:
+    """The network-facing relay: no capabilities, no ledger, exposure at or below 2.0."""
+    text = (resources.files("vantio_appliance") / "data" / "systemd" / TLS_UNIT).read_text()
+    settings = dict(_settings(text))
+    assert settings["CapabilityBoundingSet"] == "" and settings["AmbientCapabilities"] == ""
+    assert settings["InaccessiblePaths"] == "/var/log/vantio"
+    assert settings["DynamicUser"] == "yes" and settings["SupplementaryGroups"] == "vantio-ingest"
+    (tmp_path / "units").mkdir()
+    unit = tmp_path / "units" / TLS_UNIT
+    unit.write_text(text)
+    result = _run([analyze, "security", "--no-pager", "--offline=true", str(unit)], tmp_path)
+    match = _OVERALL_RE.search(result.stdout)
+    assert match is not None, result.stdout + result.stderr
+    assert float(match["level"]) <= MAX_EXPOSURE, match.group(0)
+    assert "ignoring" not in result.stderr, result.stderr
