@@ -74,35 +74,55 @@ class HTTPError(Exception):
         self.status, self.error, self.field, self.headers = status, error, field, headers
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise HTTPError(422, "duplicate key", key)
-        seen[key] = value
-    return seen
+Pairs = list[tuple[str, Any]]
 
 
-def _check_duplicates(body: bytes) -> None:
-    """Refuse duplicate keys (JSON parsers keep the last one silently)."""
-    if any(body.count(token) > 1 for token in _KEY_TOKENS):
-        json.loads(body, object_pairs_hook=_no_duplicates)  # exact, and only when needed
+def _duplicate(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first duplicate key in a pairs-preserving parse, if any."""
+    if isinstance(value, list) and value and all(isinstance(p, tuple) for p in value):
+        seen: set[str] = set()
+        for key, item in value:
+            here = f"{path}.{key}" if path else key
+            if key in seen:
+                return here
+            seen.add(key)
+            if (found := _duplicate(item, here)) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _duplicate(item, f"{path}[{i}]")) is not None:
+                return found
+    return None
 
 
-def parse_event(body: bytes) -> ApiEvent:
+def _check_duplicates(body: bytes, prefix: str = "") -> None:
+    """Refuse duplicate keys: JSON parsers, msgspec included, keep the last one silently.
+
+    Runs after the body decoded against the schema, so it sees valid, shallow
+    JSON. The exact check is needed only when some key could occur twice: a
+    whitelisted key's token appears twice, or keys may be spelled with escapes.
+    """
+    if b"\\u" in body or any(body.count(token) > 1 for token in _KEY_TOKENS):
+        pairs: Pairs = json.loads(body, object_pairs_hook=lambda p: p)
+        if (path := _duplicate(pairs)) is not None:
+            raise HTTPError(422, "duplicate key", prefix + path)
+
+
+def parse_event(body: bytes, prefix: str = "") -> ApiEvent:
     """One submitted record: whitelist, types, formats, no duplicate keys."""
-    _check_duplicates(body)
     try:
         fields: ApiEvent = _EVENT.decode(body)
-        return fields
     except msgspec.ValidationError as exc:
         err = validation_error(exc)
-        raise HTTPError(422, err.reason, err.field) from None
+        raise HTTPError(422, err.reason, prefix + err.field) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"malformed JSON: {exc}") from None
+        raise HTTPError(400, f"malformed JSON: {exc}", prefix.rstrip(".") or None) from None
+    _check_duplicates(body, prefix)
+    return fields
 
 
 def parse_batch(body: bytes) -> list[ApiEvent]:
+    """A batch: ``{"records": [...]}``, each record as ``parse_event`` checks it."""
     try:
         raws = _BATCH.decode(body).records
     except msgspec.ValidationError as exc:
@@ -111,20 +131,17 @@ def parse_batch(body: bytes) -> list[ApiEvent]:
                         err.reason, err.field) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
-    _check_duplicates_outer(body)
-    out = []
-    for i, raw in enumerate(raws):
-        try:
-            out.append(parse_event(bytes(raw)))
-        except HTTPError as exc:
-            exc.field = f"records[{i}]" + (f".{exc.field}" if exc.field else "")
-            raise
-    return out
+    events = [parse_event(bytes(raw), f"records[{i}].") for i, raw in enumerate(raws)]
+    if body.count(b'"records"') > 1 or b"\\u" in body:
+        _check_duplicates_outer(body)
+    return events
 
 
 def _check_duplicates_outer(body: bytes) -> None:
-    if body.count(b'"records"') > 1:
-        json.loads(body, object_pairs_hook=_no_duplicates)
+    pairs: Pairs = json.loads(body, object_pairs_hook=lambda p: p)
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise HTTPError(422, "duplicate key", "records")
 
 
 @dataclass
@@ -151,7 +168,12 @@ class TenantKeys:
         self.reload()
 
     def reload(self) -> None:
-        tenants = [self.store.get(n) for n in self.store.names()]
+        tenants = []
+        for name in self.store.names():
+            try:
+                tenants.append(self.store.get(name))
+            except keys.KeyFileError as exc:  # one bad file must not lock everyone out
+                log.warning("tenant %s skipped: %s", name, exc)
         self._by_digest = {hashlib.sha256(t.api_key.encode()).digest(): t for t in tenants}
         self._loaded_at = time.monotonic()
 
@@ -243,8 +265,9 @@ class App:
             if exc.field is not None:
                 err["field"] = exc.field
             status, body, headers = exc.status, _ENCODE(err), list(exc.headers)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", JSON), *headers]})
+        if not any(name == b"content-type" for name, _ in headers):
+            headers = [(b"content-type", JSON), *headers]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _route(self, scope: Scope, receive: Receive
@@ -303,11 +326,12 @@ class App:
             if not msg.get("more_body"):
                 return b"".join(chunks)
 
-    async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
+    async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent],
+                      batch: bool = False) -> list[Ack]:
         subs = []
         for i, ev in enumerate(events):
             if ev.tenant is not UNSET and ev.tenant != tenant.name:
-                field = "tenant" if len(events) == 1 else f"records[{i}].tenant"
+                field = f"records[{i}].tenant" if batch else "tenant"
                 raise HTTPError(403, f"records for tenant {ev.tenant!r} need that tenant's key",
                                 field)
             subs.append(Submission(tenant.name, ev))
@@ -328,7 +352,7 @@ class App:
     async def _post_batch(self, tenant: keys.Tenant, scope: Scope, receive: Receive
                           ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         events = parse_batch(await self._body(scope, receive, MAX_BATCH_BODY))
-        acks = await self._commit(tenant, events)
+        acks = await self._commit(tenant, events, batch=True)
         signature = _batch_signature(tenant.api_key, [a.trace_id for a in acks])
         return 201, _ENCODE({"records": [{**_accepted(a), "receipt": a.receipt} for a in acks]}
                             ), [(b"x-vantio-signature", signature.encode())]

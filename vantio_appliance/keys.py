@@ -32,13 +32,29 @@ class KeyFileError(ValueError):
 
 
 def write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    """Create ``path`` (0600) whole or not at all: a reader never sees it half-written.
+
+    The data goes to a temporary file first; link(2) then publishes it, and
+    fails if ``path`` exists, so creation stays exclusive.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, data)
         os.fsync(fd)
-    finally:
         os.close(fd)
+        fd = -1
+        os.link(tmp, path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+    fsync = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fsync)
+    finally:
+        os.close(fsync)
 
 
 def make_private_dir(path: Path) -> None:
