@@ -19,7 +19,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -103,9 +103,13 @@ def _check_duplicates(body: bytes, prefix: str = "") -> None:
     whitelisted key's token appears twice, or keys may be spelled with escapes.
     """
     if b"\\u" in body or any(body.count(token) > 1 for token in _KEY_TOKENS):
-        pairs: Pairs = json.loads(body, object_pairs_hook=lambda p: p)
-        if (path := _duplicate(pairs)) is not None:
-            raise HTTPError(422, "duplicate key", prefix + path)
+        _refuse_duplicates(body, prefix)
+
+
+def _refuse_duplicates(body: bytes, prefix: str = "") -> None:
+    pairs: Pairs = json.loads(body, object_pairs_hook=lambda p: p)
+    if (path := _duplicate(pairs)) is not None:
+        raise HTTPError(422, "duplicate key", prefix + path)
 
 
 def parse_event(body: bytes, prefix: str = "") -> ApiEvent:
@@ -133,25 +137,15 @@ def parse_batch(body: bytes) -> list[ApiEvent]:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
     events = [parse_event(bytes(raw), f"records[{i}].") for i, raw in enumerate(raws)]
     if body.count(b'"records"') > 1 or b"\\u" in body:
-        _check_duplicates_outer(body)
+        _refuse_duplicates(body)
     return events
-
-
-def _check_duplicates_outer(body: bytes) -> None:
-    pairs: Pairs = json.loads(body, object_pairs_hook=lambda p: p)
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise HTTPError(422, "duplicate key", "records")
 
 
 @dataclass
 class Metrics:
     records: int = 0
     commits: int = 0
-    refusals: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.refusals = Counter()
+    refusals: Counter[str] = field(default_factory=Counter)  # by HTTP status
 
 
 class TenantKeys:
@@ -256,10 +250,11 @@ class App:
             return
         if scope["type"] != "http":
             return
+        request = _Request(receive)
         try:
-            status, body, headers = await self._route(scope, receive)
+            status, body, headers = await self._route(scope, request.receive)
         except HTTPError as exc:
-            assert self.metrics.refusals is not None
+            await request.drain()  # a refused client still gets to send, then to read why
             self.metrics.refusals[str(exc.status)] += 1
             err: dict[str, Any] = {"error": exc.error}
             if exc.field is not None:
@@ -379,7 +374,6 @@ class App:
 
     def _metrics(self) -> str:
         assert self.committer is not None and self.ledger is not None
-        assert self.metrics.refusals is not None
         fsyncs, seconds = self.ledger.fsync_stats
         lines = [
             "# TYPE vantio_records_total counter", f"vantio_records_total {self.metrics.records}",
@@ -393,6 +387,26 @@ class App:
               for k, v in sorted(self.metrics.refusals.items())),
         ]
         return "\n".join(lines) + "\n"
+
+
+class _Request:
+    """Tracks whether the request body was read, so that a refusal can drain it first."""
+
+    DRAIN_LIMIT: Final = 2 * MAX_BATCH_BODY
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def receive(self) -> dict[str, Any]:
+        msg = await self._receive()
+        self.done = msg["type"] != "http.request" or not msg.get("more_body")
+        return msg
+
+    async def drain(self) -> None:
+        size = 0
+        while not self.done and size <= self.DRAIN_LIMIT:  # past that, the server just closes
+            size += len((await self.receive()).get("body", b""))
 
 
 def _accepted(ack: Ack) -> dict[str, Any]:
