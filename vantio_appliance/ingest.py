@@ -53,12 +53,14 @@ class ApiEvent(EventFields):
     tenant: TenantName | UnsetType = UNSET
 
 
-class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    """A batch request: 1 to 1000 records, committed together."""
+
     records: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 _EVENT: Final = msgspec.json.Decoder(ApiEvent)
-_BATCH: Final = msgspec.json.Decoder(_Batch)
+_BATCH: Final = msgspec.json.Decoder(Batch)
 _ENCODE: Final = msgspec.json.Encoder().encode
 # every key the whitelist knows, at any depth: a duplicate key needs one twice
 _KEY_TOKENS: Final = [f'"{name}"'.encode() for name in sorted(
@@ -422,7 +424,9 @@ def _batch_signature(api_key: str, trace_ids: list[str]) -> str:
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document, its schemas generated from the record Structs."""
     (event, batch), components = msgspec.json.schema_components(
-        [ApiEvent, _Batch], ref_template="#/components/schemas/{name}")
+        [ApiEvent, Batch], ref_template="#/components/schemas/{name}")
+    # records arrive as raw JSON (each is then checked alone): say what they must be
+    components["Batch"]["properties"]["records"]["items"] = event
     error = {"type": "object", "required": ["error"],
              "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
     err = {"description": "refused", "content": {"application/json": {"schema": error}}}

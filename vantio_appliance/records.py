@@ -23,11 +23,13 @@ ACTIONS: Final = ("permit", "block", "quarantine")
 KINDS: Final = ("event", "genesis", "seal", "torn")
 MAX_INT: Final = 2**63 - 1
 
-# \Z, not $: $ also matches before a final newline.
-TENANT_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}\Z"
+# End of input in both Python's and ECMA-262's regexes (the OpenAPI document publishes
+# these patterns): Python's $ also matches before a final newline, and \Z is Python's own.
+_END: Final = r"(?![\s\S])"
+TENANT_PATTERN: Final = rf"^[a-z0-9][a-z0-9_-]{{0,62}}{_END}"
 TENANT_RE: Final = re.compile(TENANT_PATTERN)
 TRACE_ID_PATTERN: Final = (
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+    rf"^[0-9a-f]{{8}}-[0-9a-f]{{4}}-4[0-9a-f]{{3}}-[89ab][0-9a-f]{{3}}-[0-9a-f]{{12}}{_END}")
 TRACE_ID_RE: Final = re.compile(TRACE_ID_PATTERN)
 
 Count = Annotated[int, Meta(ge=0, le=MAX_INT)]
@@ -87,13 +89,13 @@ class Args(_Closed):
 
 
 class Syscall(_Closed):
-    name: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}\Z")]
+    name: Annotated[str, Meta(pattern=rf"^[a-z0-9_]{{1,32}}{_END}")]
     args: Args | UnsetType = UNSET
 
 
 _PORT: Final = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HostPort = Annotated[str, Meta(max_length=262,
-                               pattern=rf"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{{1,253}}):{_PORT}\Z")]
+                               pattern=rf"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{{1,253}}):{_PORT}{_END}")]
 
 
 class EventFields(_Closed):

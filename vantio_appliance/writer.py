@@ -296,17 +296,26 @@ class Ledger:
         self._write_commit(b"".join(ln + b"\n" for ln in lines),
                            [merkle.leaf_hash(ln) for ln in lines])
 
-    def _write_commit(self, data: bytes, leaves: list[bytes], lead: bytes = b"") -> None:
-        """Write whole lines (after ``lead``), fdatasync, and only then extend the tree."""
+    def _write_commit(self, data: bytes, leaves: list[bytes], lead: bytes = b"",
+                      at: int | None = None) -> None:
+        """Write whole lines (after ``lead``), fdatasync, and only then extend the tree.
+
+        ``at`` is where the write lands when it is not the end of the last
+        record (after torn bytes); the offset moves only once the write is durable.
+        """
         self._write_durable(lead + data)
         self._tree.extend(leaves)
-        start = self._offset + len(lead)
+        start = (self._offset if at is None else at) + len(lead)
         self._offset = start + len(data)
         if self.observer is not None:
             self.observer(self.active, start, data, leaves)
         self._publish(now=False)
 
     def _write_durable(self, data: bytes) -> None:
+        try:  # a full disk refuses the whole group here, before anything is written
+            osutil.reserve(self._fd, os.fstat(self._fd).st_size, len(data))
+        except OSError as exc:
+            raise LedgerUnavailable(f"ledger write refused: {exc.strerror}") from None
         try:
             view = memoryview(data)
             while view:
@@ -327,7 +336,14 @@ class Ledger:
             os.fdatasync(self._fd)
         except OSError as exc:
             raise LedgerUnavailable(f"ledger still unwritable: {exc.strerror}") from None
-        self._absorb(self.active, self._offset, active=True)
+        taken = self._offset
+        self._absorb(self.active, taken, active=True)
+        if self.observer is not None and self._offset > taken:  # whole lines that made it
+            with (self.layout.segments / self.active).open("rb") as f:
+                f.seek(taken)
+                data = f.read(self._offset - taken)
+            self.observer(self.active, taken, data,
+                          [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]])
         if self._torn is not None:
             self._append_torn()
         self._dirty = False
@@ -337,8 +353,8 @@ class Ledger:
         assert self._torn is not None
         off, end = self._torn
         line = self._system(Torn, segment=self.active, offset=off, length=end - off)
-        self._offset = end  # the torn bytes stay; the newline ends them
-        self._write_commit(line + b"\n", [merkle.leaf_hash(line)], lead=b"\n")
+        # the torn bytes stay; a newline ends them, then the torn record
+        self._write_commit(line + b"\n", [merkle.leaf_hash(line)], lead=b"\n", at=end)
         log.warning("torn tail of %s (%d bytes at %d) excused by a torn record",
                     self.active, end - off, off)
         self._torn = None

@@ -76,6 +76,23 @@ def set_path_flags(path: Path, add: int = 0, remove: int = 0) -> None:
         os.close(fd)
 
 
+_FALLOC_FL_KEEP_SIZE: Final = 0x01
+
+
+def reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate blocks for ``length`` bytes at ``offset`` without changing the file size.
+
+    Allowed on append-only (+a) files. A full disk then refuses before a byte
+    is written (ENOSPC), instead of part-way through a write. File systems
+    without fallocate simply get no reservation.
+    """
+    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(offset),
+                       ctypes.c_long(length)) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise OSError(err, os.strerror(err))
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -1,0 +1,330 @@
+"""The ingest job through SQLite, for scale: a minimal ASGI app for bench/ingest.py.
+
+Served the way `vantio serve` serves the ledger (granian, one worker, the
+same unix socket options), it does the same job as vantio_appliance.ingest
+with SQLite as the store:
+
+- the same Bearer key lookup (vantio_appliance.ingest.TenantKeys over the
+  bench ledger's tenant store) and the same validation (parse_event /
+  parse_batch: the msgspec whitelist Structs, duplicate keys);
+- the same record bytes: records.Event encoded canonically with a trace id,
+  the group's time and the HMAC receipt, and the RFC 6962 leaf hash of each
+  line, chained (sha256(previous || leaf)) into a column;
+- group commit as in vantio_appliance.commit: one writer thread, one
+  transaction per group (journal_mode=WAL, synchronous=FULL, so COMMIT
+  returns after fsync), callers waiting on a concurrent Future wrapped for
+  asyncio; 201 only after COMMIT returned.
+
+What it leaves out: the Merkle tree, signed checkpoints, segments and inode
+flags, the hot index, metrics. Settings come from the environment:
+SQLITE_INGEST_DB (the database file) and SQLITE_INGEST_LEDGER (the ledger
+directory whose tenant keys are accepted).
+
+``null_app`` is the ceiling of the stack: the same authentication and
+validation, a 201 of the same shape at once, nothing stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from msgspec import UNSET
+
+from vantio_appliance import keys
+from vantio_appliance._internal import osutil
+from vantio_appliance.canonical import encode_lines
+from vantio_appliance.ingest import (
+    MAX_BATCH_BODY,
+    MAX_BODY,
+    ApiEvent,
+    HTTPError,
+    TenantKeys,
+    parse_batch,
+    parse_event,
+)
+from vantio_appliance.layout import Layout
+from vantio_appliance.records import Event, Time, new_trace_ids
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+MAX_GROUP: Final = 1024  # records per transaction, as GroupCommitter's max_batch
+MAX_PENDING: Final = 65536
+JSON: Final = b"application/json"
+_ENCODE: Final = msgspec.json.Encoder().encode
+
+
+class Ack(msgspec.Struct, frozen=True, gc=False):
+    seq: int
+    trace_id: str
+    receipt: str
+    leaf_hash: bytes
+    time: Time
+
+
+Entry = tuple[str, Sequence[ApiEvent], "Future[list[Ack]]"]
+
+
+class SqliteCommitter:
+    """One writer thread, one transaction per group of waiting requests."""
+
+    def __init__(self, path: Path, tenants: keys.TenantStore) -> None:
+        self.path = path
+        self.tenants = tenants
+        self._macs: dict[str, hmac.HMAC] = {}
+        self._pending: list[Entry] = []
+        self._depth = 0
+        self._cv = threading.Condition()
+        self._closing = False
+        self._ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="sqlite-commit", daemon=True)
+        self._thread.start()
+        self._ready.result()  # the database is open (or the error is raised here)
+
+    def submit(self, tenant: str, events: Sequence[ApiEvent]) -> Future[list[Ack]]:
+        fut: Future[list[Ack]] = Future()
+        with self._cv:
+            if self._closing or self._depth + len(events) > MAX_PENDING:
+                raise HTTPError(429, "busy", headers=[(b"retry-after", b"1")])
+            self._pending.append((tenant, events, fut))
+            self._depth += len(events)
+            self._cv.notify()
+        return fut
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None)  # BEGIN/COMMIT issued here
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode ({mode})")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, "
+                   "record BLOB NOT NULL, leaf BLOB NOT NULL, chain BLOB NOT NULL)")
+        return db
+
+    def _take(self) -> list[Entry] | None:
+        with self._cv:
+            while not self._pending and not self._closing:
+                self._cv.wait()
+            if not self._pending:
+                return None
+            n, count = 0, 0
+            while n < len(self._pending) and (
+                    n == 0 or count + len(self._pending[n][1]) <= MAX_GROUP):
+                count += len(self._pending[n][1])
+                n += 1
+            group, self._pending = self._pending[:n], self._pending[n:]
+            self._depth -= count
+            return group
+
+    def _mac(self, tenant: str) -> hmac.HMAC:
+        mac = self._macs.get(tenant)
+        if mac is None:
+            key = self.tenants.get(tenant).api_key.encode()
+            mac = self._macs[tenant] = hmac.new(key, digestmod=hashlib.sha256)
+        return mac
+
+    def _run(self) -> None:
+        try:
+            db = self._open()
+            row = db.execute("SELECT seq, chain FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, chain = (row[0] + 1, row[1]) if row else (0, b"\0" * 32)
+        except Exception as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        insert = "INSERT INTO records (seq, record, leaf, chain) VALUES (?, ?, ?, ?)"
+        sha = hashlib.sha256
+        while (group := self._take()) is not None:
+            mono, real = osutil.now()
+            err = osutil.clock_error_ns()
+            t = Time(mono_ns=mono, real_ns=real, earliest_ns=real - err, latest_ns=real + err)
+            count = sum(len(evs) for _, evs, _ in group)
+            ids = iter(new_trace_ids(count))
+            events: list[Event] = []
+            first = seq
+            for tenant, evs, _ in group:
+                base = self._mac(tenant)
+                for f in evs:
+                    new_id = next(ids)
+                    tid = new_id if f.trace_id is UNSET else f.trace_id
+                    mac = base.copy()
+                    mac.update(tid.encode())
+                    events.append(Event(v=1, seq=seq, trace_id=tid, tenant=tenant, time=t,
+                                        action=f.action, receipt=mac.hexdigest(), proc=f.proc,
+                                        syscall=f.syscall, target_host=f.target_host,
+                                        bytes_severed=f.bytes_severed))
+                    seq += 1
+            lines = encode_lines(events).split(b"\n")[:-1]
+            rows = []
+            for e, line in zip(events, lines, strict=True):
+                leaf = sha(b"\x00" + line).digest()
+                chain = sha(chain + leaf).digest()
+                rows.append((e.seq, line, leaf, chain))
+            try:
+                db.execute("BEGIN")
+                db.executemany(insert, rows)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                seq, chain = first, self._last_chain(db)
+                for _, _, fut in group:
+                    fut.set_exception(HTTPError(503, f"commit failed: {exc}"))
+                continue
+            acks = [Ack(e.seq, e.trace_id, e.receipt, r[2], t)
+                    for e, r in zip(events, rows, strict=True)]
+            start = 0
+            for _, evs, fut in group:
+                fut.set_result(acks[start:start + len(evs)])
+                start += len(evs)
+        db.close()
+
+    @staticmethod
+    def _last_chain(db: sqlite3.Connection) -> bytes:
+        row = db.execute("SELECT chain FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        return bytes(row[0]) if row else b"\0" * 32
+
+
+def _accepted(ack: Ack) -> dict[str, Any]:
+    return {"trace_id": ack.trace_id, "seq": ack.seq, "leaf_hash": ack.leaf_hash.hex(),
+            "time": msgspec.to_builtins(ack.time)}
+
+
+def _null_ack(api_key: str, seq: int, tid: str) -> Ack:
+    mono, real = osutil.now()
+    return Ack(seq, tid, hmac.digest(api_key.encode(), tid.encode(), "sha256").hex(),
+               b"\0" * 32, Time(mono_ns=mono, real_ns=real, earliest_ns=real, latest_ns=real))
+
+
+class App:
+    """The ASGI app: POST /v1/records, POST /v1/records:batch, GET /healthz."""
+
+    def __init__(self, store: bool = True) -> None:
+        self.store = store
+        self.tenants: TenantKeys | None = None
+        self.committer: SqliteCommitter | None = None
+        self._null_seq = 0
+
+    def start(self) -> None:
+        layout = Layout(Path(os.environ["SQLITE_INGEST_LEDGER"]))
+        store = keys.TenantStore(layout.tenants)
+        self.tenants = TenantKeys(store)
+        if self.store:
+            self.committer = SqliteCommitter(Path(os.environ["SQLITE_INGEST_DB"]), store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    try:
+                        self.start()
+                    except Exception as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    if self.committer is not None:
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self.committer.close)
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        try:
+            status, body, headers = await self._route(scope, receive)
+        except HTTPError as exc:
+            err: dict[str, Any] = {"error": exc.error}
+            if exc.field is not None:
+                err["field"] = exc.field
+            status, body, headers = exc.status, _ENCODE(err), list(exc.headers)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", JSON), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope: Scope, receive: Receive) -> Reply:
+        method, path = scope["method"], scope["path"]
+        if path == "/healthz" and method == "GET":
+            return 200, b'{"status":"ok"}', []
+        if method != "POST" or path not in ("/v1/records", "/v1/records:batch"):
+            raise HTTPError(404, "not found")
+        tenant = self._auth(scope)
+        if path == "/v1/records":
+            events = [parse_event(await _body(scope, receive, MAX_BODY))]
+        else:
+            events = parse_batch(await _body(scope, receive, MAX_BATCH_BODY))
+        for i, ev in enumerate(events):
+            if ev.tenant is not UNSET and ev.tenant != tenant.name:
+                raise HTTPError(403, "records for another tenant", f"records[{i}].tenant")
+        acks = await self._commit(tenant, events)
+        if path == "/v1/records":
+            return 201, _ENCODE(_accepted(acks[0])), [(b"x-vantio-signature",
+                                                       acks[0].receipt.encode())]
+        signature = hmac.digest(tenant.api_key.encode(),
+                                "\n".join(a.trace_id for a in acks).encode(), "sha256").hex()
+        return 201, _ENCODE({"records": [{**_accepted(a), "receipt": a.receipt} for a in acks]}
+                            ), [(b"x-vantio-signature", signature.encode())]
+
+    async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
+        if self.committer is None:  # null_app: acknowledge at once, store nothing
+            acks = []
+            for ev, tid in zip(events, new_trace_ids(len(events)), strict=True):
+                self._null_seq += 1
+                acks.append(_null_ack(tenant.api_key, self._null_seq,
+                                      tid if ev.trace_id is UNSET else ev.trace_id))
+            return acks
+        return await asyncio.wrap_future(self.committer.submit(tenant.name, events))
+
+    def _auth(self, scope: Scope) -> keys.Tenant:
+        token = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+        assert self.tenants is not None
+        tenant = self.tenants.lookup(token) if token else None
+        if tenant is None:
+            raise HTTPError(401, "missing or unknown API key")
+        if tenant.role != "writer":
+            raise HTTPError(403, f"a {tenant.role} key cannot do this")
+        return tenant
+
+
+async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    ctype = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype = value.split(b";")[0].strip().lower()
+    if ctype != JSON:
+        raise HTTPError(415, "content-type must be application/json")
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+app = App()
+null_app = App(store=False)
