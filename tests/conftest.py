@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -123,3 +125,26 @@ def ledger_dir(tmp_path: Path) -> Iterator[Path]:
         yield root
     finally:
         clear_worm_flags(root / "segments")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A small (8 MiB) ext4 on a loop device; unmounted, loop device gone, afterwards."""
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("LOUD SKIP: needs root and mkfs.ext4 to mount a loop file system")
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    with image.open("wb") as f:
+        f.truncate(8 * 2**20)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], check=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        clear_worm_flags(mnt)
+        subprocess.run(["umount", str(mnt)], check=True)  # also detaches the loop device
+        left = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
+                              check=False).stdout
+        for line in left.splitlines():
+            subprocess.run(["losetup", "-d", line.split(":")[0]], check=False)
+        assert not left, f"loop device left attached: {left}"

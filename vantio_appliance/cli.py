@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn, Protocol
 
 import msgspec
 
@@ -94,6 +94,28 @@ def _read(path: str) -> bytes:
         _die(f"cannot read {path}: {exc.strerror}")
 
 
+def _open_input(path: str) -> IO[bytes]:
+    try:
+        return sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as exc:
+        _die(f"cannot read {path}: {exc.strerror}")
+
+
+class _Acked(Protocol):
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def receipt(self) -> str: ...
+
+
+def _print_acks(acks: Sequence[_Acked]) -> None:
+    """One JSON line per durable record (hex and hyphens only: nothing to escape)."""
+    sys.stdout.write("".join(f'{{"trace_id":"{a.trace_id}","seq":{a.seq},'
+                             f'"receipt":"{a.receipt}"}}\n' for a in acks))
+
+
 def _write_out(data: bytes, out: str | None) -> None:
     if out is None or out == "-":
         sys.stdout.buffer.write(data)
@@ -148,19 +170,13 @@ def _batches(stream: IO[bytes], tenant: str, size: int,
 
 def cmd_append(args: argparse.Namespace) -> int:
     keys.TenantStore(_layout(args).tenants).get(args.tenant)  # fail before reading input
-    try:
-        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        _die(f"cannot read {args.file}: {exc.strerror}")
+    stream = _open_input(args.file)
     refused: list[str] = []
     progress, done = Progress("append"), 0
-    out = sys.stdout
     with stream, _ledger(args) as ledger:
         for batch in _batches(stream, args.tenant, args.batch, refused):
             acks = ledger.append(batch) if batch else []
-            # trace ids and receipts are hex and hyphens: nothing to escape
-            out.write("".join(f'{{"trace_id":"{a.trace_id}","seq":{a.seq},'
-                              f'"receipt":"{a.receipt}"}}\n' for a in acks))
+            _print_acks(acks)
             done += len(acks)
             progress(done)
     progress.done()
@@ -362,10 +378,7 @@ def _api_key(args: argparse.Namespace) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Send JSON lines to the service; bad lines are refused here, by number."""
     api = client.Client(_api_key(args), args.socket)
-    try:
-        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        _die(f"cannot read {args.file}: {exc.strerror}")
+    stream = _open_input(args.file)
     refused: list[str] = []
     progress, done = Progress("ingest"), 0
     with stream:
@@ -378,8 +391,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 _die(f"the service refused a batch after {done} records: {exc}")
             except OSError as exc:
                 _die(f"cannot reach {args.socket}: {exc.strerror or exc}")
-            sys.stdout.write("".join(f'{{"trace_id":"{r.trace_id}","seq":{r.seq},'
-                                     f'"receipt":"{r.receipt}"}}\n' for r in receipts))
+            _print_acks(receipts)
             done += len(receipts)
             progress(done)
     progress.done()

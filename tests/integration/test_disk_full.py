@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vantio_appliance import reader, writer
-from vantio_appliance._internal import osutil
 from vantio_appliance.layout import Layout
 from vantio_appliance.verify import verify_dir
 
@@ -22,23 +19,6 @@ pytestmark = pytest.mark.root
 def _needs(tool: str) -> None:
     if os.geteuid() != 0 or shutil.which(tool) is None:
         pytest.skip(f"LOUD SKIP: needs root and {tool} to mount a loop file system")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    _needs("mkfs.ext4")
-    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
-    with image.open("wb") as f:
-        f.truncate(8 * 2**20)
-    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], check=True)
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        for seg in mnt.glob("l/segments/*.worm"):
-            osutil.set_path_flags(seg, 0, osutil.FS_IMMUTABLE_FL | osutil.FS_APPEND_FL)
-        subprocess.run(["umount", str(mnt)], check=True)  # also detaches the loop device
 
 
 def test_disk_full_then_recovery(small_fs: Path) -> None:

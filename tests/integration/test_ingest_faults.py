@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ledger_helpers import ORIGIN, cli
 from service_helpers import (
     Ack,
@@ -29,7 +26,6 @@ from service_helpers import (
     auth,
     check_batch,
     check_single,
-    clear_flags,
     good_record,
     leaf_hash,
     ledger_lines,
@@ -144,29 +140,6 @@ def test_kill_9_under_load_loses_no_201_and_the_server_restarts(ledger_dir: Path
 
 
 # -- disk full -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A small ext4 on a loop device; unmounted (and the loop device gone) afterwards."""
-    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
-        pytest.skip("LOUD SKIP: needs root and mkfs.ext4 to mount a loop file system")
-    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
-    with image.open("wb") as f:
-        f.truncate(8 * 2**20)
-    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], check=True)
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        clear_flags(mnt)
-        subprocess.run(["umount", str(mnt)], check=True)  # also detaches the loop device
-        left = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
-                              check=False).stdout
-        for line in left.splitlines():
-            subprocess.run(["losetup", "-d", line.split(":")[0]], check=False)
-        assert not left, f"loop device left attached: {left}"
 
 
 def _fill(path: Path, leave: int) -> None:
