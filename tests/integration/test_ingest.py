@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -586,3 +589,35 @@ def test_refused_with_a_clear_error_and_nothing_written(svc: Svc, case: Case) ->
     assert after == before + ledger_lines(svc.root)[ack.seq] + b"\n", case.id
     assert mark.encode() not in all_files_bytes(svc.root)
 
+
+
+def test_vantio_ingest_sends_lines_and_checks_receipts(own_svc: Svc, tmp_path: Path) -> None:
+    """`vantio ingest`: JSON lines in, one ack line per durable record out; a bad line is
+    refused by number and never sent; the key comes from a file, not the command line."""
+    key_file = tmp_path / "key"
+    key_file.write_text(own_svc.writer)
+    mark = marker()
+    lines = [json.dumps(good_record(marker(), i)) for i in range(1200)]
+    lines.insert(700, json.dumps({"action": "block", "prompt": mark}))
+    source = tmp_path / "records.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    before = len(ledger_lines(own_svc.root))
+    run = subprocess.run(
+        [sys.executable, "-m", "vantio_appliance.cli", "ingest", str(source), "--socket",
+         str(own_svc.sock), "--api-key-file", str(key_file), "--batch", "500"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1, run.stderr  # some input refused, the rest processed
+    assert "refused line 701: prompt" in run.stderr
+    acks = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(acks) == 1200
+    stored = ledger_lines(own_svc.root)
+    assert len(stored) == before + 1200
+    for ack in acks[::97]:
+        assert ack["receipt"] == hmac_hex(own_svc.writer, ack["trace_id"])
+        assert json.loads(stored[ack["seq"]])["trace_id"] == ack["trace_id"]
+    assert mark.encode() not in segments_bytes(own_svc.root)
+    no_key = subprocess.run([sys.executable, "-m", "vantio_appliance.cli", "ingest",
+                             str(source), "--socket", str(own_svc.sock)],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={k: v for k, v in os.environ.items() if k != "VANTIO_API_KEY"})
+    assert no_key.returncode == 2 and "api-key-file" in no_key.stderr
