@@ -36,9 +36,15 @@ chain. Targets (issue 3, for vantio): >= 20,000 acknowledged single-record
 requests/s; p99 < 10 ms at 5,000 requests/s offered; >= 100,000 records/s
 through the batch endpoint. Figures and verdicts only; nothing is asserted.
 
-    .venv/bin/python bench/ingest.py [--duration S] [--warmup S] [--json] [--dir DIR]
+    .venv/bin/python bench/ingest.py [--repeat N] [--duration S] [--warmup S] [--json]
     .venv/bin/python bench/ingest.py --profile [--profile-seconds S]
-    .venv/bin/python bench/ingest.py --granian-matrix [--configs NAME,...]
+    .venv/bin/python bench/ingest.py --granian-matrix [--repeat N] [--configs NAME,...]
+
+The host's other work is measured beside each load ("other processes,
+cores": CPU the host spent outside the server and the load generator);
+figures taken while it is well above zero are low. The single-record figures
+vary by +-20% between runs on the 2-core VM even when it is quiet: use
+--repeat 3 (medians and ranges are printed) before comparing two builds.
 
 --profile: py-spy (pip install py-spy) samples the vantio worker process,
 native frames included, while the single-record load runs; prints where its
@@ -57,6 +63,7 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import random
@@ -909,16 +916,21 @@ def matrix_configs() -> list[Config]:
         Config("asyncio (serve.py)", "vantio", []),
         Config("uvloop", "vantio", uv),
         Config("rloop", "vantio", ["--loop", "rloop"]),
-        Config("asyncio, task-impl rust", "vantio", ["--task-impl", "rust"]),
-        Config("uvloop, task-impl rust", "vantio", [*uv, "--task-impl", "rust"]),
-        Config("uvloop, runtime-mode st", "vantio", [*uv, "--runtime-mode", "st"]),
-        Config("uvloop, runtime-threads 2", "vantio", [*uv, "--runtime-threads", "2"]),
-        Config("uvloop, backpressure 64", "vantio", [*uv, "--backpressure", "64"]),
-        Config("uvloop, http 1", "vantio", [*uv, "--http", "1"]),
+        Config("asyncio + task-impl rust", "vantio", ["--task-impl", "rust"]),
+        Config("uvloop + task-impl rust", "vantio", [*uv, "--task-impl", "rust"]),
+        Config("uvloop + runtime-mode st", "vantio", [*uv, "--runtime-mode", "st"]),
+        Config("uvloop + runtime-threads 2", "vantio", [*uv, "--runtime-threads", "2"]),
+        Config("uvloop + backpressure 64", "vantio", [*uv, "--backpressure", "64"]),
+        Config("uvloop + http 1", "vantio", [*uv, "--http", "1"]),
         Config("no store: asyncio", "null", []),
         Config("no store: uvloop", "null", uv),
         Config("SQLite: uvloop", "sqlite", uv),
     ]
+
+
+def _loop_available(options: list[str]) -> bool:
+    loop = options[options.index("--loop") + 1] if "--loop" in options else "asyncio"
+    return loop in ("asyncio", "auto") or importlib.util.find_spec(loop) is not None
 
 
 def granian_matrix(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -931,6 +943,11 @@ def granian_matrix(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         if not configs:
             raise SystemExit("--configs: none of " + ", ".join(
                 repr(c.name) for c in matrix_configs()))
+    missing = [c for c in configs if not _loop_available(c.granian_options())]
+    for cfg in missing:
+        say(f"skipping {cfg.name}: its event loop is not installed "
+            f"(.venv/bin/pip install uvloop rloop)")
+    configs = [c for c in configs if c not in missing]
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in configs}
     for rep in range(args.repeat):  # configs interleaved, so that drift hits them alike
         for cfg in configs:

@@ -1,8 +1,8 @@
 """`vantio serve`: the ledger service on a unix socket, served by granian.
 
-granian (HTTP in Rust, one Python worker process) measured ~35k requests/s on
-this machine's unix socket against ~25k for uvicorn+httptools: the difference
-is the headroom the ingest targets need (bench/ingest.py). One worker only:
+granian (HTTP in Rust, one Python worker process, uvloop) measured ~35k
+requests/s on this machine's unix socket against ~25k for uvicorn+httptools
+(trivial app): the headroom the ingest path needs (bench/ingest.py). One worker only:
 the service is the ledger's one writer. Settings reach the worker, where the
 app opens the ledger, through the environment.
 """
@@ -55,9 +55,9 @@ def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
                        "VANTIO_NO_FLAGS": "0" if use_flags else "1",
                        "VANTIO_SOCKET_GROUP": group or ""})
     tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
-    try:
+    try:  # uvloop: +25-70% requests/s over asyncio in bench/ingest.py --granian-matrix
         Granian("vantio_appliance.ingest:app", interface=Interfaces.ASGI, uds=sock,
-                uds_permissions=mode, workers=1, loop=Loops.asyncio,
+                uds_permissions=mode, workers=1, loop=Loops.uvloop,
                 log_level=log_level,  # type: ignore[arg-type]
                 log_access=False, backlog=1024).serve()
     finally:
