@@ -31,7 +31,6 @@ creates is in one temporary directory, flags cleared and removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import hashlib
 import hmac
@@ -39,10 +38,8 @@ import json
 import os
 import pstats
 import random
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +52,8 @@ import msgspec
 # Benchmark the checkout this script belongs to, also when it is not installed.
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _workdir import checkout, default_base, filesystem_of, remove  # noqa: E402
 
 from vantio_appliance import demo, writer  # noqa: E402
 from vantio_appliance._internal import osutil  # noqa: E402
@@ -107,61 +106,6 @@ def chunks(pool: list[dict[str, Any]], batch: int, records: int) -> Iterator[lis
         while len(chunk) < batch:
             chunk += pool[:batch - len(chunk)]
         yield chunk
-
-
-def clear_flags(root: Path) -> None:
-    """`chattr -R -ia root`, without following symlinks."""
-    if not root.exists():
-        return
-    flags = osutil.FS_IMMUTABLE_FL | osutil.FS_APPEND_FL
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames, "."]:
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                continue
-            with contextlib.suppress(OSError):
-                if (osutil.path_flags(path) or 0) & flags:
-                    osutil.set_path_flags(path, 0, flags)
-
-
-def remove(root: Path) -> None:
-    clear_flags(root)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def default_base() -> Path:
-    """The system temp dir when it is on the cwd's file system (it is here), else the cwd.
-
-    Not the checkout itself: a `git add -A` elsewhere must not pick up a run in flight.
-    """
-    cwd, tmp = Path.cwd(), Path(tempfile.gettempdir())
-    with contextlib.suppress(OSError):
-        if tmp.stat().st_dev == cwd.stat().st_dev:
-            return tmp
-    return cwd
-
-
-def checkout() -> str:
-    """The git state of the code measured (others may be editing it)."""
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.strip() or "unknown"
-
-
-def filesystem_of(path: Path) -> str:
-    """'ext4 on /dev/vda' for the mount holding ``path`` (best effort)."""
-    best = ("", "?", "?")
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
-        for line in f:
-            dev, mnt, fstype = line.split()[:3]
-            mnt = mnt.replace("\\040", " ")
-            inside = str(path).startswith(mnt.rstrip("/") + "/") or str(path) == mnt
-            if inside and len(mnt) >= len(best[0]):
-                best = (mnt, fstype, dev)
-    return f"{best[1]} on {best[2]}"
 
 
 # -- (a) vantio --------------------------------------------------------------------

@@ -13,7 +13,6 @@ no schema, no signatures). Target: at least 300,000 records/s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -25,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _workdir import clear_flags, default_base
+
 from vantio_appliance import demo, writer
-from vantio_appliance._internal import osutil
 from vantio_appliance.verify import verify_dir
 
 TARGET = 300_000
@@ -72,20 +72,14 @@ def sqlite_chain(path: Path, lines: list[bytes]) -> float:
     return seconds
 
 
-def cleanup(root: Path) -> None:
-    for seg in (root / "segments").glob("*.worm"):
-        with contextlib.suppress(OSError):
-            osutil.set_path_flags(seg, 0, osutil.FS_IMMUTABLE_FL | osutil.FS_APPEND_FL)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one in .)")
+    ap.add_argument("--dir", type=Path, help="work directory (default: the system temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-verify-", dir=args.dir or Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-verify-", dir=args.dir or default_base()) as tmp:
         root = Path(tmp) / "ledger"
         try:
             lines = build(root, args.records)
@@ -104,7 +98,7 @@ def main() -> int:
             results["SQLite hash chain re-check (weaker)"] = n / sqlite_chain(
                 Path(tmp) / "chain.db", lines)
         finally:
-            cleanup(root)
+            clear_flags(root)
     if args.json:
         print(json.dumps({"records": n, "records_per_second": results, "target": TARGET}))
         return 0
