@@ -49,11 +49,14 @@ from vantio_appliance.ingest import (
     ApiEvent,
     HTTPError,
     TenantKeys,
+    accepted,
     parse_batch,
     parse_event,
+    read_body,
 )
 from vantio_appliance.layout import Layout
 from vantio_appliance.records import Event, Time, new_trace_ids
+from vantio_appliance.writer import Ack
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -64,14 +67,6 @@ MAX_GROUP: Final = 1024  # records per transaction, as GroupCommitter's max_batc
 MAX_PENDING: Final = 65536
 JSON: Final = b"application/json"
 _ENCODE: Final = msgspec.json.Encoder().encode
-
-
-class Ack(msgspec.Struct, frozen=True, gc=False):
-    seq: int
-    trace_id: str
-    receipt: str
-    leaf_hash: bytes
-    time: Time
 
 
 Entry = tuple[str, Sequence[ApiEvent], "Future[list[Ack]]"]
@@ -203,10 +198,6 @@ class SqliteCommitter:
         return bytes(row[0]) if row else b"\0" * 32
 
 
-def _accepted(ack: Ack) -> dict[str, Any]:
-    return {"trace_id": ack.trace_id, "seq": ack.seq, "leaf_hash": ack.leaf_hash.hex(),
-            "time": msgspec.to_builtins(ack.time)}
-
 
 def _null_ack(api_key: str, seq: int, tid: str) -> Ack:
     mono, real = osutil.now()
@@ -268,19 +259,19 @@ class App:
             raise HTTPError(404, "not found")
         tenant = self._auth(scope)
         if path == "/v1/records":
-            events = [parse_event(await _body(scope, receive, MAX_BODY))]
+            events = [parse_event(await read_body(scope, receive, MAX_BODY))]
         else:
-            events = parse_batch(await _body(scope, receive, MAX_BATCH_BODY))
+            events = parse_batch(await read_body(scope, receive, MAX_BATCH_BODY))
         for i, ev in enumerate(events):
             if ev.tenant is not UNSET and ev.tenant != tenant.name:
                 raise HTTPError(403, "records for another tenant", f"records[{i}].tenant")
         acks = await self._commit(tenant, events)
         if path == "/v1/records":
-            return 201, _ENCODE(_accepted(acks[0])), [(b"x-vantio-signature",
+            return 201, _ENCODE(accepted(acks[0])), [(b"x-vantio-signature",
                                                        acks[0].receipt.encode())]
         signature = hmac.digest(tenant.api_key.encode(),
                                 "\n".join(a.trace_id for a in acks).encode(), "sha256").hex()
-        return 201, _ENCODE({"records": [{**_accepted(a), "receipt": a.receipt} for a in acks]}
+        return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
                             ), [(b"x-vantio-signature", signature.encode())]
 
     async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
@@ -306,24 +297,6 @@ class App:
             raise HTTPError(403, f"a {tenant.role} key cannot do this")
         return tenant
 
-
-async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    ctype = b""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            ctype = value.split(b";")[0].strip().lower()
-    if ctype != JSON:
-        raise HTTPError(415, "content-type must be application/json")
-    chunks, size = [], 0
-    while True:
-        msg = await receive()
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-        if not msg.get("more_body"):
-            return b"".join(chunks)
 
 
 app = App()

@@ -306,26 +306,6 @@ class App:
             raise HTTPError(403, f"a {tenant.role} key cannot do this")
         return tenant
 
-    async def _body(self, scope: Scope, receive: Receive, limit: int) -> bytes:
-        ctype = b""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                ctype = value.split(b";")[0].strip().lower()
-            elif name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise HTTPError(413, f"body larger than {limit} bytes")
-        if ctype != JSON:
-            raise HTTPError(415, "content-type must be application/json")
-        chunks, size = [], 0
-        while True:
-            msg = await receive()
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"body larger than {limit} bytes")
-            chunks.append(chunk)
-            if not msg.get("more_body"):
-                return b"".join(chunks)
-
     async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent],
                       batch: bool = False) -> list[Ack]:
         subs = []
@@ -345,16 +325,16 @@ class App:
 
     async def _post_one(self, tenant: keys.Tenant, scope: Scope, receive: Receive
                         ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        event = parse_event(await self._body(scope, receive, MAX_BODY))
+        event = parse_event(await read_body(scope, receive, MAX_BODY))
         [ack] = await self._commit(tenant, [event])
-        return 201, _ENCODE(_accepted(ack)), [(b"x-vantio-signature", ack.receipt.encode())]
+        return 201, _ENCODE(accepted(ack)), [(b"x-vantio-signature", ack.receipt.encode())]
 
     async def _post_batch(self, tenant: keys.Tenant, scope: Scope, receive: Receive
                           ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        events = parse_batch(await self._body(scope, receive, MAX_BATCH_BODY))
+        events = parse_batch(await read_body(scope, receive, MAX_BATCH_BODY))
         acks = await self._commit(tenant, events, batch=True)
         signature = _batch_signature(tenant.api_key, [a.trace_id for a in acks])
-        return 201, _ENCODE({"records": [{**_accepted(a), "receipt": a.receipt} for a in acks]}
+        return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
                             ), [(b"x-vantio-signature", signature.encode())]
 
     def _signed(self, size: int, root: bytes) -> bytes:
@@ -414,7 +394,30 @@ class _Request:
             size += len((await self.receive()).get("body", b""))
 
 
-def _accepted(ack: Ack) -> dict[str, Any]:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, refused early when it is too large or not JSON."""
+    ctype = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype = value.split(b";")[0].strip().lower()
+        elif name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+    if ctype != JSON:
+        raise HTTPError(415, "content-type must be application/json")
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+
+def accepted(ack: Ack) -> dict[str, Any]:
     return {"trace_id": ack.trace_id, "seq": ack.seq, "leaf_hash": ack.leaf_hash.hex(),
             "time": msgspec.to_builtins(ack.time)}
 

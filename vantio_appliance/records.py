@@ -19,8 +19,6 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 VERSION: Final = 1
 SYSTEM_TENANT: Final = "_system"  # writes the ledger's own records; no client can be it
-ACTIONS: Final = ("permit", "block", "quarantine")
-KINDS: Final = ("event", "genesis", "seal", "torn")
 MAX_INT: Final = 2**63 - 1
 
 # End of input in both Python's and ECMA-262's regexes (the OpenAPI document publishes
