@@ -99,7 +99,7 @@ LOADGEN_C: Final = REPO / "bench" / "loadgen.c"
 VANTIO: Final = [sys.executable, "-m", "vantio_appliance.cli"]
 GRANIAN: Final = [sys.executable, "-m", "granian"]
 #: the settings serve.py gives Granian, as command-line options
-SERVE_PY_OPTIONS: Final = ["--interface", "asgi", "--workers", "1", "--loop", "asyncio",
+SERVE_PY_OPTIONS: Final = ["--interface", "rsgi", "--workers", "1", "--loop", "uvloop",
                            "--no-access-log", "--backlog", "1024", "--uds-permissions", "660"]
 TENANT: Final = "bench"
 ORIGIN: Final = "vantio.appliance/bench/ingest"
@@ -715,7 +715,7 @@ def _is_python(frame: str) -> bool:
     return ".py:" in frame
 
 
-_LISTED: Final = ("vantio_appliance/", "granian/asgi.py", "granian/_futures.py",
+_LISTED: Final = ("vantio_appliance/", "granian/rsgi.py", "granian/_futures.py",
                    "asyncio/futures.py", "concurrent/futures/", "asyncio/selector_events.py",
                    "asyncio/events.py", "json/")
 
@@ -864,20 +864,17 @@ class Config:
 
 
 def matrix_configs() -> list[Config]:
-    uv = ["--loop", "uvloop"]
     return [
-        Config("asyncio (serve.py)", "vantio", []),
-        Config("uvloop", "vantio", uv),
+        Config("uvloop (serve.py)", "vantio", []),
+        Config("asyncio", "vantio", ["--loop", "asyncio"]),
         Config("rloop", "vantio", ["--loop", "rloop"]),
-        Config("asyncio + task-impl rust", "vantio", ["--task-impl", "rust"]),
-        Config("uvloop + task-impl rust", "vantio", [*uv, "--task-impl", "rust"]),
-        Config("uvloop + runtime-mode st", "vantio", [*uv, "--runtime-mode", "st"]),
-        Config("uvloop + runtime-threads 2", "vantio", [*uv, "--runtime-threads", "2"]),
-        Config("uvloop + backpressure 64", "vantio", [*uv, "--backpressure", "64"]),
-        Config("uvloop + http 1", "vantio", [*uv, "--http", "1"]),
-        Config("no store: asyncio", "null", []),
-        Config("no store: uvloop", "null", uv),
-        Config("SQLite: uvloop", "sqlite", uv),
+        Config("task-impl rust", "vantio", ["--task-impl", "rust"]),
+        Config("runtime-mode st", "vantio", ["--runtime-mode", "st"]),
+        Config("runtime-threads 2", "vantio", ["--runtime-threads", "2"]),
+        Config("backpressure 64", "vantio", ["--backpressure", "64"]),
+        Config("http 1", "vantio", ["--http", "1"]),
+        Config("no store (serve.py)", "null", []),
+        Config("SQLite (serve.py)", "sqlite", []),
     ]
 
 

@@ -1,4 +1,4 @@
-"""The ingest job through SQLite, for scale: a minimal ASGI app for bench/ingest.py.
+"""The ingest job through SQLite, for scale: a minimal RSGI app for bench/ingest.py.
 
 Served the way `vantio serve` serves the ledger (granian, one worker, the
 same unix socket options), it does the same job as vantio_appliance.ingest
@@ -32,10 +32,10 @@ import hmac
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from msgspec import UNSET
@@ -44,10 +44,12 @@ from vantio_appliance import keys
 from vantio_appliance._internal import osutil
 from vantio_appliance.canonical import encode_lines
 from vantio_appliance.ingest import (
+    JSON_TYPE,
     MAX_BATCH_BODY,
     MAX_BODY,
     ApiEvent,
     HTTPError,
+    Response,
     TenantKeys,
     accepted,
     parse_batch,
@@ -58,14 +60,13 @@ from vantio_appliance.layout import Layout
 from vantio_appliance.records import Event, Time, new_trace_ids
 from vantio_appliance.writer import Ack
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+if TYPE_CHECKING:
+    from granian._granian import RSGIHTTPProtocol as Protocol
+    from granian.rsgi import Scope
+
 
 MAX_GROUP: Final = 1024  # records per transaction, as GroupCommitter's max_batch
 MAX_PENDING: Final = 65536
-JSON: Final = b"application/json"
 _ENCODE: Final = msgspec.json.Encoder().encode
 
 
@@ -92,7 +93,7 @@ class SqliteCommitter:
         fut: Future[list[Ack]] = Future()
         with self._cv:
             if self._closing or self._depth + len(events) > MAX_PENDING:
-                raise HTTPError(429, "busy", headers=[(b"retry-after", b"1")])
+                raise HTTPError(429, "busy", headers=[("retry-after", "1")])
             self._pending.append((tenant, events, fut))
             self._depth += len(events)
             self._cv.notify()
@@ -206,7 +207,7 @@ def _null_ack(api_key: str, seq: int, tid: str) -> Ack:
 
 
 class App:
-    """The ASGI app: POST /v1/records, POST /v1/records:batch, GET /healthz."""
+    """The RSGI app: POST /v1/records, POST /v1/records:batch, GET /healthz."""
 
     def __init__(self, store: bool = True) -> None:
         self.store = store
@@ -221,58 +222,47 @@ class App:
         if self.store:
             self.committer = SqliteCommitter(Path(os.environ["SQLITE_INGEST_DB"]), store)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    try:
-                        self.start()
-                    except Exception as exc:
-                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                        return
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    if self.committer is not None:
-                        await asyncio.get_running_loop().run_in_executor(
-                            None, self.committer.close)
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.start()
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.committer is not None:
+            self.committer.close()
+
+    async def __rsgi__(self, scope: Scope, proto: Protocol) -> None:
+        if scope.proto != "http":
             return
         try:
-            status, body, headers = await self._route(scope, receive)
+            status, body, headers = await self._route(scope, proto)
         except HTTPError as exc:
             err: dict[str, Any] = {"error": exc.error}
             if exc.field is not None:
                 err["field"] = exc.field
-            status, body, headers = exc.status, _ENCODE(err), list(exc.headers)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", JSON), *headers]})
-        await send({"type": "http.response.body", "body": body})
+            status, body, headers = exc.status, _ENCODE(err), [JSON_TYPE, *exc.headers]
+        proto.response_bytes(status, headers, body)
 
-    async def _route(self, scope: Scope, receive: Receive) -> Reply:
-        method, path = scope["method"], scope["path"]
+    async def _route(self, scope: Scope, proto: Protocol) -> Response:
+        method, path = scope.method, scope.path
         if path == "/healthz" and method == "GET":
-            return 200, b'{"status":"ok"}', []
+            return 200, b'{"status":"ok"}', [JSON_TYPE]
         if method != "POST" or path not in ("/v1/records", "/v1/records:batch"):
             raise HTTPError(404, "not found")
         tenant = self._auth(scope)
         if path == "/v1/records":
-            events = [parse_event(await read_body(scope, receive, MAX_BODY))]
+            events = [parse_event(await read_body(scope, proto, MAX_BODY))]
         else:
-            events = parse_batch(await read_body(scope, receive, MAX_BATCH_BODY))
+            events = parse_batch(await read_body(scope, proto, MAX_BATCH_BODY))
         for i, ev in enumerate(events):
             if ev.tenant is not UNSET and ev.tenant != tenant.name:
                 raise HTTPError(403, "records for another tenant", f"records[{i}].tenant")
         acks = await self._commit(tenant, events)
         if path == "/v1/records":
-            return 201, _ENCODE(accepted(acks[0])), [(b"x-vantio-signature",
-                                                       acks[0].receipt.encode())]
+            return 201, _ENCODE(accepted(acks[0])), [JSON_TYPE,
+                                                     ("x-vantio-signature", acks[0].receipt)]
         signature = hmac.digest(tenant.api_key.encode(),
                                 "\n".join(a.trace_id for a in acks).encode(), "sha256").hex()
         return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
-                            ), [(b"x-vantio-signature", signature.encode())]
+                            ), [JSON_TYPE, ("x-vantio-signature", signature)]
 
     async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
         if self.committer is None:  # null_app: acknowledge at once, store nothing
@@ -285,10 +275,8 @@ class App:
         return await asyncio.wrap_future(self.committer.submit(tenant.name, events))
 
     def _auth(self, scope: Scope) -> keys.Tenant:
-        token = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                token = value[7:].strip()
+        value: str = scope.headers.get("authorization", "")
+        token = value[7:].strip().encode() if value[:7].lower() == "bearer " else b""
         assert self.tenants is not None
         tenant = self.tenants.lookup(token) if token else None
         if tenant is None:
@@ -296,7 +284,6 @@ class App:
         if tenant.role != "writer":
             raise HTTPError(403, f"a {tenant.role} key cannot do this")
         return tenant
-
 
 
 app = App()

@@ -18,11 +18,15 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .ingest import MAX_BATCH_BODY, Receive, Scope, Send
+from .ingest import JSON_TYPE, MAX_BATCH_BODY
 
-_FORWARDED = {b"authorization", b"content-type", b"content-length"}
+if TYPE_CHECKING:
+    from granian._granian import RSGIHTTPProtocol as Protocol
+    from granian.rsgi import Scope
+
+_FORWARDED = {"authorization", "content-type", "content-length"}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "date", "server"}
 
 
@@ -48,14 +52,14 @@ class _Unix(http.client.HTTPConnection):
 
 
 class Front:
-    """ASGI app: relay each request to the unix socket over a small connection pool."""
+    """RSGI app: relay each request to the unix socket over a small connection pool."""
 
     def __init__(self) -> None:
         self.sock = os.environ.get("VANTIO_SOCKET", "/run/vantio/ingest.sock")
         self._pool: queue.SimpleQueue[_Unix] = queue.SimpleQueue()
 
     def _relay(self, method: str, path: str, headers: dict[str, str], body: bytes
-               ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+               ) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             conn = self._pool.get_nowait()
         except queue.Empty:
@@ -66,42 +70,29 @@ class Front:
             data = resp.read()
         except (OSError, http.client.HTTPException):
             conn.close()
-            return 503, [(b"retry-after", b"5")], b'{"error":"the ledger service is not answering"}'
+            return 503, [("retry-after", "5")], b'{"error":"the ledger service is not answering"}'
         self._pool.put(conn)
-        out = [(k.lower().encode(), v.encode()) for k, v in resp.getheaders()
+        out = [(k.lower(), v) for k, v in resp.getheaders()
                if k.lower() not in _HOP]
         return resp.status, out, data
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+    async def __rsgi__(self, scope: Scope, proto: Protocol) -> None:
+        if scope.proto != "http":
             return
         chunks, size = [], 0
-        while True:
-            msg: dict[str, Any] = await receive()
-            size += len(msg.get("body", b""))
+        async for chunk in proto:
+            size += len(chunk)
             if size > MAX_BATCH_BODY:  # the service refuses it anyway: do not buffer it
-                await _answer(send, 413, [], b'{"error":"body too large"}')
+                proto.response_bytes(413, [JSON_TYPE], b'{"error":"body too large"}')
                 return
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"] if k in _FORWARDED}
-        path = scope["path"] + (f"?{scope['query_string'].decode()}"
-                                if scope.get("query_string") else "")
+            chunks.append(chunk)
+        headers = {k: v for k, v in scope.headers.items() if k in _FORWARDED}
+        path = scope.path + (f"?{scope.query_string}" if scope.query_string else "")
         status, out, data = await asyncio.get_running_loop().run_in_executor(
-            None, self._relay, scope["method"], path, headers, b"".join(chunks))
-        await _answer(send, status, out, data)
-
-
-async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]],
-                  body: bytes) -> None:
-    if not any(k == b"content-type" for k, _ in headers):
-        headers = [(b"content-type", b"application/json"), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+            None, self._relay, scope.method, path, headers, b"".join(chunks))
+        if not any(k == "content-type" for k, _ in out):
+            out = [JSON_TYPE, *out]
+        proto.response_bytes(status, out, data)
 
 
 def spawn(listen: str, cert: Path, key: Path, sock: Path,
@@ -119,7 +110,7 @@ def main(argv: list[str]) -> None:
     from granian.constants import Interfaces
 
     host, port, cert, key, level = argv
-    Granian("vantio_appliance.front:app", interface=Interfaces.ASGI, address=host,
+    Granian("vantio_appliance.front:app", interface=Interfaces.RSGI, address=host,
             port=int(port), ssl_cert=Path(cert), ssl_key=Path(key), workers=1,
             log_level=level).serve()  # type: ignore[arg-type]
 

@@ -2,7 +2,8 @@
 
 granian (HTTP in Rust, one Python worker process, uvloop) measured ~35k
 requests/s on this machine's unix socket against ~25k for uvicorn+httptools
-(trivial app): the headroom the ingest path needs (bench/ingest.py). One worker only:
+(trivial ASGI app), and its native RSGI interface 1.3-1.6x its ASGI on the same
+trivial app: the headroom the ingest path needs (bench/ingest.py). One worker only:
 the service is the ledger's one writer. Settings reach the worker, where the
 app opens the ledger, through the environment.
 """
@@ -56,10 +57,14 @@ def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
                        "VANTIO_SOCKET_GROUP": group or ""})
     tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
     try:  # uvloop: +25-70% requests/s over asyncio in bench/ingest.py --granian-matrix
-        Granian("vantio_appliance.ingest:app", interface=Interfaces.ASGI, uds=sock,
+        Granian("vantio_appliance.ingest:app", interface=Interfaces.RSGI, uds=sock,
                 uds_permissions=mode, workers=1, loop=Loops.uvloop,
                 log_level=log_level,  # type: ignore[arg-type]
                 log_access=False, backlog=1024).serve()
+    except SystemExit as exc:  # granian exits 1 when the worker could not start
+        if exc.code not in (0, None):
+            raise RuntimeError("the ledger service stopped: its worker failed (see above)"
+                               ) from None
     finally:
         if tcp is not None:
             tcp.terminate()

@@ -316,7 +316,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped_in: float | None = None
 
-    def start(self) -> Server:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to serve."""
         assert self.proc is None or self.proc.poll() is not None
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -324,6 +325,11 @@ class Server:
                  "--socket", str(self.sock), "--log-level", "warning"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
                 start_new_session=True)
+        return self.proc
+
+    def start(self) -> Server:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:

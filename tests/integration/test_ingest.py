@@ -11,7 +11,9 @@ good record must be the only thing that lands.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import http.client
 import json
 import os
 import stat
@@ -298,6 +300,42 @@ def test_sigterm_under_load_drains_and_exits_0(own_svc: Svc) -> None:
     res = cli("ledger", "verify", "--dir", own_svc.root)
     assert res.returncode == 0, res.stdout + res.stderr
 
+
+
+def test_sigterm_while_the_worker_opens_the_ledger_stops_it(ledger_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """uvloop drops a signal that arrives before its loop runs; the app must not."""
+    add_tenant(ledger_dir, "acme")
+    with writer.Ledger(ledger_dir) as led:  # big enough that opening it takes a while
+        for n in range(150):
+            led.append([writer.submission("acme", good_record("big", n * 1000 + i))
+                        for i in range(1000)])
+    server = Server(ledger_dir, tmp_path / "s.sock", tmp_path / "server.log")
+    proc = server.launch()
+    try:
+        deadline = time.monotonic() + 20
+        while len(server.members()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)  # until granian has forked the worker, which then opens
+        assert len(server.members()) >= 2, server.logs()
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            assert request(server.sock, "GET", "/healthz", timeout=0.05).status != 200, \
+                "the worker was already serving: the test missed its window"
+        code = server.terminate(timeout=20)
+        assert code is not None, "SIGTERM during start-up was lost: the service kept running"
+        assert server.wait_group_gone() == []
+    finally:
+        if proc.poll() is None:
+            server.kill()
+        server.sock.unlink(missing_ok=True)
+
+
+def test_serve_on_a_ledger_held_by_another_writer_exits_2(ledger_dir: Path,
+                                                          tmp_path: Path) -> None:
+    with writer.Ledger(ledger_dir):  # the one writer: the service must refuse, not share
+        res = cli("serve", "--dir", ledger_dir, "--socket", tmp_path / "s.sock")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "held by another writer" in res.stderr
+    assert "worker failed" in res.stderr
 
 
 @pytest.mark.parametrize("who", ["unknown-key", "reader-key", "text-plain"])
