@@ -194,6 +194,8 @@ def _cosign(station: _Station, bundle: Path) -> int:
 
 def cmd_timestamp_request(args: argparse.Namespace) -> int:
     data = _read(str(args.bundle / "checkpoint"))
+    if not data:
+        _die(f"{args.bundle / 'checkpoint'} is empty")
     tsq, nonce = timestamp.request(data)
     _write_out(tsq, args.out)
     print(f"TimeStampReq over SHA-256 {hashlib.sha256(data).hexdigest()} of "

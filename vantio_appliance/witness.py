@@ -213,6 +213,8 @@ def check_quorum(signed_checkpoint: bytes, cosignature_lines: Iterable[bytes],
     A line that claims a trusted key but does not verify is not counted and is
     reported in ``invalid``: nobody but that witness could have signed it, so
     it is corruption or an attempted forgery, which a report should show.
+    The log's own signature is not checked here: verify it first (a quorum of
+    cosignatures over a checkpoint the log never signed is worth nothing).
     Raises NoteError when the checkpoint is not a signed note or a line is
     not a signature line at all.
     """
