@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vantio", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vantio {__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from ._witness_cli import add_commands  # here: it imports this module's helpers
+    add_commands(top)
 
     ledger = top.add_parser("ledger", help="the WORM ledger: write, seal, verify, prove",
                             description="The WORM ledger: write, seal, verify, prove.")

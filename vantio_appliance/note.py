@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 ALG_ED25519: Final = 0x01
+ALG_COSIGNATURE_V1: Final = 0x04  # C2SP tlog-cosignature: timestamped Ed25519 cosignatures
 MAX_SIGNATURES: Final = 100  # C2SP: verifiers SHOULD bound the work a note can cause
 _DASH: Final = "\u2014 "
 _HEX8: Final = re.compile(r"[0-9a-f]{8}")
@@ -51,14 +52,42 @@ class NoteError(ValueError):
     """A note or key is malformed, or no trusted signature verifies."""
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """C2SP: a key name is non-empty, without white space or '+'."""
     if not name or any(c.isspace() or c == "+" for c in name):
         raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
 
 
-def key_id(name: str, public: bytes) -> bytes:
-    """First 4 bytes of SHA-256(name || 0x0A || 0x01 || public key)."""
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public).digest()[:4]
+def key_id(name: str, public: bytes, alg: int = ALG_ED25519) -> bytes:
+    """First 4 bytes of SHA-256(name || 0x0A || alg || public key)."""
+    return hashlib.sha256(name.encode() + b"\n" + bytes([alg]) + public).digest()[:4]
+
+
+def parse_key_text(text: str, alg: int) -> tuple[str, bytes]:
+    """Name and 32-byte public key of ``<name>+<hex key id>+<base64(alg || key)>``.
+
+    Shared by note keys (0x01) and cosignature keys (0x04): the key id must
+    match the name, the algorithm byte and the key.
+    """
+    parts = text.strip().split("+", 2)  # the base64 key itself may contain "+"
+    if len(parts) != 3:
+        raise NoteError("verifier key must be <name>+<key id>+<key>")
+    name, hex_id, b64 = parts
+    check_name(name)
+    if not _HEX8.fullmatch(hex_id):
+        raise NoteError("verifier key id must be 8 lower-case hex digits")
+    raw, kid = _strict_b64(b64), bytes.fromhex(hex_id)
+    if len(raw) != 33 or raw[0] != alg:
+        raise NoteError("verifier key is not an Ed25519 key" if alg == ALG_ED25519
+                        else f"verifier key is not of type 0x{alg:02x}")
+    if key_id(name, raw[1:], alg) != kid:
+        raise NoteError("verifier key id does not match its name and key")
+    return name, raw[1:]
+
+
+def signature_line(name: str, blob: bytes) -> bytes:
+    """``— <name> <base64(blob)>`` and a newline; blob = key id || signature."""
+    return f"{_DASH}{name} ".encode() + base64.b64encode(blob) + b"\n"
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
@@ -83,20 +112,7 @@ class Verifier:
     @classmethod
     def parse(cls, text: str) -> Verifier:
         """Parse ``<name>+<hex key id>+<base64(0x01 || public key)>``."""
-        parts = text.strip().split("+", 2)  # the base64 key itself may contain "+"
-        if len(parts) != 3:
-            raise NoteError("verifier key must be <name>+<key id>+<key>")
-        name, hex_id, b64 = parts
-        _check_name(name)
-        if not _HEX8.fullmatch(hex_id):
-            raise NoteError("verifier key id must be 8 lower-case hex digits")
-        raw, kid = _strict_b64(b64), bytes.fromhex(hex_id)
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise NoteError("verifier key is not an Ed25519 key")
-        verifier = cls(name, raw[1:])
-        if verifier.key_id != kid:
-            raise NoteError("verifier key id does not match its name and key")
-        return verifier
+        return cls(*parse_key_text(text, ALG_ED25519))
 
     def verifies(self, text: bytes, signature: bytes) -> bool:
         try:
@@ -110,16 +126,14 @@ class Signer:
     """A named Ed25519 private key that signs notes."""
 
     def __init__(self, name: str, key: Ed25519PrivateKey) -> None:
-        _check_name(name)
+        check_name(name)
         self.name = name
         self._key = key
         self.verifier = Verifier(name, _raw_public(key.public_key()))
-        self._prefix = f"{_DASH}{name} ".encode()
         self._kid = self.verifier.key_id
 
     def signature_line(self, text: bytes) -> bytes:
-        sig = base64.b64encode(self._kid + self._key.sign(text))
-        return self._prefix + sig + b"\n"
+        return signature_line(self.name, self._kid + self._key.sign(text))
 
     def sign(self, text: bytes) -> bytes:
         """The signed note: ``text``, an empty line, this signer's line."""
@@ -146,23 +160,25 @@ def split(note: bytes) -> tuple[bytes, list[Signature]]:
     lines = sigs[:-1].split(b"\n")
     if len(lines) > MAX_SIGNATURES:
         raise NoteError(f"more than {MAX_SIGNATURES} signatures")
-    out = []
-    for line in lines:
-        try:
-            s = line.decode()
-        except UnicodeDecodeError:
-            raise NoteError("signature line is not UTF-8") from None
-        if not s.startswith(_DASH):
-            raise NoteError(f"malformed signature line: {s[:40]!r}")
-        name, _, b64 = s[len(_DASH):].partition(" ")
-        try:
-            raw = _strict_b64(b64)
-        except NoteError:
-            raise NoteError(f"signature of {name} is not base64") from None
-        if len(raw) < 5:
-            raise NoteError(f"signature of {name} too short")
-        out.append(Signature(name, raw[:4], raw[4:]))
-    return text, out
+    return text, [parse_signature_line(line) for line in lines]
+
+
+def parse_signature_line(line: bytes) -> Signature:
+    """One ``— <name> <base64(key id || signature)>`` line, without its newline."""
+    try:
+        s = line.decode()
+    except UnicodeDecodeError:
+        raise NoteError("signature line is not UTF-8") from None
+    if not s.startswith(_DASH):
+        raise NoteError(f"malformed signature line: {s[:40]!r}")
+    name, _, b64 = s[len(_DASH):].partition(" ")
+    try:
+        raw = _strict_b64(b64)
+    except NoteError:
+        raise NoteError(f"signature of {name} is not base64") from None
+    if len(raw) < 5:
+        raise NoteError(f"signature of {name} too short")
+    return Signature(name, raw[:4], raw[4:])
 
 
 def verify(note: bytes, verifiers: list[Verifier]) -> tuple[bytes, list[Verifier]]:
