@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import functools
 import hashlib
 import os
 import sys
@@ -25,8 +24,6 @@ from ._internal import osutil
 from .cli import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
-    CommandError,
     _command,
     _die,
     _read,
@@ -229,24 +226,9 @@ def cmd_timestamp_verify(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 
 
-def _usage_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report usage errors here: under ``python -m vantio_appliance.cli``, main() runs as
-    ``__main__`` and catches its own CommandError class, not the one this module raises."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except CommandError as exc:
-            print(f"vantio: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
-
-
 def _cmd(sub: Any, name: str, func: Callable[[argparse.Namespace], int],
          help_: str) -> argparse.ArgumentParser:
-    return _command(sub, name, _usage_errors(func), help_, ledger_dir=False)
+    return _command(sub, name, func, help_, ledger_dir=False)
 
 
 def add_commands(top: Any) -> None:

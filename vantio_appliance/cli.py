@@ -555,5 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the package's module, so that one CommandError class exists
+    from vantio_appliance.cli import main as package_main
+
+    sys.exit(package_main())
