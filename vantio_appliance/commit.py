@@ -7,20 +7,29 @@ caller still waits for one fdatasync. A caller's records are never split
 across groups: a batch request is committed whole or not at all. The queue is
 bounded: when it is full, ``submit`` refuses at once (the ingest API answers
 429) instead of growing.
+
+An event loop caller passes its own asyncio futures and a ``settle`` hook: the
+committer then hands each group's outcomes to the loop in one call, instead of
+waking the loop once per caller (one cross-thread wake-up per group commit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Final
+from typing import Final, TypeAlias
 
 from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Submission
 
 IDLE_TICK_S: Final = 1.0  # how often an idle committer checks rotation by age
 
-Entry = tuple[Sequence[Submission], "Future[list[Ack]]"]
+Waiter: TypeAlias = "Future[list[Ack]] | asyncio.Future[list[Ack]]"
+Outcome: TypeAlias = "list[Ack] | BaseException"
+Entry = tuple[Sequence[Submission], Waiter]
+#: receives a group's waiters with their outcomes, in the committer thread
+Settle = Callable[[list[tuple[Waiter, Outcome]]], None]
 
 
 class Busy(RuntimeError):
@@ -29,8 +38,10 @@ class Busy(RuntimeError):
 
 class GroupCommitter:
     def __init__(self, ledger: Ledger, *, max_batch: int = 1024, max_pending: int = 65536,
-                 on_commit: Callable[[list[Ack]], None] | None = None) -> None:
+                 on_commit: Callable[[list[Ack]], None] | None = None,
+                 settle: Settle | None = None) -> None:
         self.ledger = ledger
+        self.settle: Settle = settle or settle_here
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.on_commit = on_commit
@@ -42,9 +53,13 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="vantio-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, subs: Sequence[Submission]) -> Future[list[Ack]]:
-        """Queue ``subs`` to be committed together; the Future gives their Acks in order."""
-        fut: Future[list[Ack]] = Future()
+    def submit(self, subs: Sequence[Submission], fut: Waiter | None = None) -> Waiter:
+        """Queue ``subs`` to be committed together; the future gives their Acks in order.
+
+        Without ``fut``, a new concurrent Future; with one, ``settle`` must resolve it.
+        """
+        if fut is None:
+            fut = Future()
         with self._cv:
             if self._closing:
                 raise Busy("the ledger is shutting down")
@@ -86,16 +101,17 @@ class GroupCommitter:
             try:
                 acks = self.ledger.append([sub for subs, _ in group for sub in subs])
             except Exception as exc:  # every caller of the group learns why, none is acked
-                for _, fut in group:
-                    fut.set_exception(exc)
+                self.settle([(fut, exc) for _, fut in group])
                 continue
             self.commits += 1
             if self.on_commit is not None:
                 self.on_commit(acks)
+            outcomes: list[tuple[Waiter, Outcome]] = []
             start = 0
             for subs, fut in group:
-                fut.set_result(acks[start:start + len(subs)])
+                outcomes.append((fut, acks[start:start + len(subs)]))
                 start += len(subs)
+            self.settle(outcomes)
 
     def close(self) -> None:
         """Commit everything already submitted, then stop."""
@@ -103,3 +119,14 @@ class GroupCommitter:
             self._closing = True
             self._cv.notify()
         self._thread.join()
+
+
+def settle_here(outcomes: list[tuple[Waiter, Outcome]]) -> None:
+    """Resolve the waiters in the calling thread (right for concurrent Futures)."""
+    for fut, outcome in outcomes:
+        if fut.cancelled():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)

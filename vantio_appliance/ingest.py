@@ -34,7 +34,7 @@ from msgspec import UNSET, Meta, UnsetType
 from . import __version__, keys
 from . import checkpoint as cpmod
 from ._internal import notify
-from .commit import Busy, GroupCommitter
+from .commit import Busy, GroupCommitter, Outcome, Settle, Waiter, settle_here
 from .index import Index
 from .records import EventFields, validation_error
 from .records import Tenant as TenantName
@@ -210,7 +210,8 @@ class App:
 
     # -- lifespan ------------------------------------------------------------------
 
-    def start(self, root: Path, use_flags: bool = True) -> None:
+    def start(self, root: Path, use_flags: bool = True,
+              loop: asyncio.AbstractEventLoop | None = None) -> None:
         ledger = Ledger(root, use_flags=use_flags)
         index = Index(ledger.layout)
         index.load()
@@ -220,8 +221,13 @@ class App:
         group, sock = os.environ.get("VANTIO_SOCKET_GROUP"), os.environ.get("VANTIO_SOCKET")
         if group and sock:  # the socket is 0660: its group is who may submit
             os.chown(sock, -1, grp.getgrnam(group).gr_gid)
+        settle: Settle | None = None
+        if loop is not None:  # one wake-up of the loop per group, not per request
+            def settle(outcomes: list[tuple[Waiter, Outcome]]) -> None:
+                if not loop.is_closed():  # closed: shut down, nobody is waiting any more
+                    loop.call_soon_threadsafe(settle_here, outcomes)
         self.committer = GroupCommitter(ledger, max_pending=int(
-            os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
+            os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count, settle=settle)
         gc.collect()
         gc.freeze()  # the index is long-lived: full collections stalled requests 10-18 ms
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -256,7 +262,7 @@ class App:
         previous = {sig: signal.signal(sig, lambda n, _: held.append(n)) for sig in _STOP}
         try:
             root = Path(os.environ.get("VANTIO_LEDGER_DIR", "/var/log/vantio"))
-            self.start(root, os.environ.get("VANTIO_NO_FLAGS") != "1")
+            self.start(root, os.environ.get("VANTIO_NO_FLAGS") != "1", loop)
         except Exception as exc:
             log.error("cannot start: %s", exc)
             raise SystemExit(EXIT_START_FAILED) from exc
@@ -328,8 +334,10 @@ class App:
                                 field)
             subs.append(Submission(tenant.name, ev))
         assert self.committer is not None
+        fut: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
         try:
-            return await asyncio.wrap_future(self.committer.submit(subs))
+            self.committer.submit(subs, fut)
+            return await fut
         except Busy as exc:
             raise HTTPError(429, str(exc), headers=[("retry-after", "1")]) from None
         except LedgerUnavailable as exc:

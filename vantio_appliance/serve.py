@@ -21,6 +21,8 @@ from granian.constants import Interfaces, Loops
 from . import front
 from .layout import DEFAULT_SOCKET
 
+WORKER_KILL_TIMEOUT_S = 30
+
 
 def _clear_stale(path: Path) -> None:
     """Remove a socket file left by a crash; refuse if a server still answers on it."""
@@ -60,7 +62,10 @@ def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
         Granian("vantio_appliance.ingest:app", interface=Interfaces.RSGI, uds=sock,
                 uds_permissions=mode, workers=1, loop=Loops.uvloop,
                 log_level=log_level,  # type: ignore[arg-type]
-                log_access=False, backlog=1024).serve()
+                log_access=False, backlog=1024,
+                # a stop that reaches the worker before its loop runs is dropped (uvloop):
+                # past this, the worker is killed; the ledger is crash-safe by design
+                workers_kill_timeout=WORKER_KILL_TIMEOUT_S).serve()
     except SystemExit as exc:  # granian exits 1 when the worker could not start
         if exc.code not in (0, None):
             raise RuntimeError("the ledger service stopped: its worker failed (see above)"

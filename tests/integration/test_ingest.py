@@ -313,10 +313,14 @@ def test_sigterm_while_the_worker_opens_the_ledger_stops_it(ledger_dir: Path,
     server = Server(ledger_dir, tmp_path / "s.sock", tmp_path / "server.log")
     proc = server.launch()
     try:
-        deadline = time.monotonic() + 20
-        while len(server.members()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)  # until granian has forked the worker, which then opens
-        assert len(server.members()) >= 2, server.logs()
+        lock, deadline = ledger_dir / "lock", time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the worker holds the ledger: it is opening
+            with contextlib.suppress(OSError, ValueError):
+                if int(lock.read_text()) in set(server.members()) - {proc.pid}:
+                    break
+            time.sleep(0.002)
+        else:
+            raise AssertionError(f"the worker never took the ledger lock:\n{server.logs()}")
         with contextlib.suppress(OSError, http.client.HTTPException):
             assert request(server.sock, "GET", "/healthz", timeout=0.05).status != 200, \
                 "the worker was already serving: the test missed its window"
