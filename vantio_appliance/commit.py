@@ -53,13 +53,14 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="vantio-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, subs: Sequence[Submission], fut: Waiter | None = None) -> Waiter:
-        """Queue ``subs`` to be committed together; the future gives their Acks in order.
+    def submit(self, subs: Sequence[Submission]) -> Future[list[Ack]]:
+        """Queue ``subs`` to be committed together; the Future gives their Acks in order."""
+        fut: Future[list[Ack]] = Future()
+        self.enqueue(subs, fut)
+        return fut
 
-        Without ``fut``, a new concurrent Future; with one, ``settle`` must resolve it.
-        """
-        if fut is None:
-            fut = Future()
+    def enqueue(self, subs: Sequence[Submission], fut: Waiter) -> None:
+        """As ``submit``, with the caller's own future (``settle`` must be able to resolve it)."""
         with self._cv:
             if self._closing:
                 raise Busy("the ledger is shutting down")
@@ -68,7 +69,6 @@ class GroupCommitter:
             self._pending.append((subs, fut))
             self._depth += len(subs)
             self._cv.notify()
-        return fut
 
     @property
     def depth(self) -> int:

@@ -134,6 +134,16 @@ def test_a_given_v4_trace_id_is_kept(svc: Svc) -> None:
     assert json.loads(ledger_lines(svc.root)[ack.seq])["trace_id"] == tid
 
 
+def test_quotes_and_colons_in_values_and_spaced_keys_are_accepted(svc: Svc) -> None:
+    """What the duplicate-key check must not mistake for a second key."""
+    body = (b'{ "action" : "permit", "proc" : {"cgroup": "/a\\":b\\" :c", "pid" :7},'
+            b' "target_host":"h:1"}')
+    reply = request(svc.sock, "POST", "/v1/records", body, auth(svc.writer))
+    assert reply.status == 201, reply.body
+    line = ledger_lines(svc.root)[json.loads(reply.body)["seq"]]
+    assert json.loads(line)["proc"] == {"cgroup": '/a":b" :c', "pid": 7}
+
+
 def test_naming_the_keys_own_tenant_is_accepted(svc: Svc) -> None:
     ack = check_single(post(svc, {**good_record(marker()), "tenant": "acme"}), svc.writer)
     assert json.loads(ledger_lines(svc.root)[ack.seq])["tenant"] == "acme"
@@ -469,6 +479,11 @@ def _cases() -> list[Case]:
              + b',"p\\u0069d":2}}', 422, "proc.pid"),
         Case("duplicate-proc.cgroup-escaped", b'{"action":"block","proc":{' + cg
              + b',"cgro\\u0075p":"/other"}}', 422, "proc.cgroup"),
+        # a spaced colon would hide a key from a count of '":'; a quote in a string adds one
+        Case("duplicate-top-spaced-colon", b'{"action":"block", "action" :"permit","proc":{'
+             + cg + b"}}", 422, "action"),
+        Case("duplicate-proc.pid-beside-quoted-colon", b'{"action":"block","proc":{'
+             b'"cgroup":"/MARK\\":x","pid":1,"pid":2}}', 422, "proc.pid"),
     ]
     for path, raw in ((("bytes_severed",), "1.5"), (("bytes_severed",), "1.0"),
                       (("bytes_severed",), "1e3"), (("proc", "pid"), "7.0"),
@@ -556,6 +571,9 @@ def _cases() -> list[Case]:
         Case("batch-duplicate-key", b'{"records":[' + _j(good) + b',{"action":"block",'
              b'"action":"permit","proc":{"cgroup":"/MARK"}}]}', 422, "records[1].action",
              path=batch),
+        Case("batch-duplicate-key-spaced-colon", b'{"records":[' + _j(good)
+             + b',{"action":"block","proc":{"cgroup":"/MARK"},"action"\n:"permit"}]}', 422,
+             "records[1].action", path=batch),
         Case("batch-duplicate-key-escaped", b'{"records":[' + _j(good) + b',{"action":"block",'
              b'"\\u0061ction":"permit","proc":{"cgroup":"/MARK"}}]}', 422, "records[1].action",
              path=batch),
