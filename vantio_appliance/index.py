@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import os
 import threading
 from array import array
@@ -18,6 +19,11 @@ from . import merkle, reader
 from .layout import Layout
 
 _TRACE_KEY = b'"trace_id":"'
+
+
+def _trace_id(line: bytes) -> str:
+    at = line.rfind(_TRACE_KEY) + len(_TRACE_KEY)  # canonical: one trace_id key a line
+    return line[at:at + 36].decode()
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,19 @@ class Index:
             self._add(line.segment, line.offset, line.data, sha(b"\x00" + line.data).digest())
 
     def observe(self, segment: str, offset: int, data: bytes, leaves: list[bytes]) -> None:
-        """The writer's observer: records just made durable."""
+        """The writer's observer: records just made durable (one group, in one pass)."""
+        lines = data.split(b"\n")[:-1]
+        if len(lines) != len(leaves):
+            raise ValueError(f"{len(lines)} lines but {len(leaves)} leaves")
+        starts = itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=offset)
         with self._lock:
-            for line, leaf in zip(data.split(b"\n")[:-1], leaves, strict=True):
-                self._add(segment, offset, line, leaf)
-                offset += len(line) + 1
+            seq = self._tree.size
+            if not self._segments or self._segments[-1][1] != segment:
+                self._segments.append((seq, segment))
+            self._tree.extend(leaves)
+            self._offsets.extend(starts)
+            self._seq.update(zip(map(_trace_id, lines), range(seq, seq + len(lines)),
+                                 strict=True))
 
     def _add(self, segment: str, offset: int, line: bytes, leaf: bytes) -> None:
         seq = self._tree.size
@@ -57,8 +71,7 @@ class Index:
             self._segments.append((seq, segment))
         self._tree.append(leaf)
         self._offsets.append(offset)
-        at = line.rfind(_TRACE_KEY) + len(_TRACE_KEY)  # canonical: one trace_id key a line
-        self._seq[line[at:at + 36].decode()] = seq
+        self._seq[_trace_id(line)] = seq
 
     @property
     def size(self) -> int:

@@ -113,6 +113,20 @@ class Tree:
             h = _sha256(b"\x01" + row[n - 64:n]).digest()
             level += 1
 
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaves: each level is hashed in one pass, not one leaf at a time."""
+        levels, new, level = self._levels, b"".join(leaves), 0
+        while new:
+            if level == len(levels):
+                levels.append(bytearray())
+            row = levels[level]
+            start = len(row) - len(row) % 64  # the first pair not yet hashed into a parent
+            row += new
+            end = len(row) - len(row) % 64
+            new = b"".join([_sha256(b"\x01" + row[i:i + 64]).digest()
+                            for i in range(start, end, 64)])
+            level += 1
+
     def _node(self, level: int, index: int) -> bytes:
         return bytes(self._levels[level][32 * index:32 * index + 32])
 

@@ -641,6 +641,21 @@ def test_subtrees_joined_by_append_subtree_match_reference(chunks: list[int]) ->
 
 
 @PROP
+@given(st.lists(st.integers(0, 40), max_size=8), st.data())
+def test_tree_extended_in_chunks_equals_the_reference(chunks: list[int],
+                                                      data: st.DataObject) -> None:
+    tree, pos = Tree(), 0
+    for n in chunks:
+        tree.extend(PROP_LEAVES[pos:pos + n])
+        pos += n
+        assert tree.size == pos
+        assert tree.root() == PREFIX_ROOTS[pos]
+    if pos:
+        index = data.draw(st.integers(0, pos - 1))
+        assert tree.inclusion_proof(index, pos) == BIG_TREE.inclusion_proof(index, pos)
+
+
+@PROP
 @given(st.integers(0, MAX), st.integers(0, MAX))
 def test_compact_range_copy_is_independent(a: int, b: int) -> None:
     cr = CompactRange()
