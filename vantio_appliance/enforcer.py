@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import http.client
 import json
 import logging
 import os
@@ -279,6 +280,7 @@ class Enforcer:
         self.sent = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self.cg_cache: dict[int, tuple[str, list[int]]] = {}
         self.prog: bpfkit.Program | None = None
         self.fds: dict[str, int] = {}
@@ -417,18 +419,24 @@ class Enforcer:
         return hit
 
     def _send(self, records: list[bytes]) -> bool:
+        """Submit, retrying 429/503 and an unreachable ledger; one request at a time (the
+        client holds one connection, shared by the sender and the main loop)."""
         if self.api is None:
             return True
+        with self.send_lock:
+            return self._send_locked(self.api, records)
+
+    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool:
         for attempt in range(50):
             try:
-                self.api.submit_batch(records)
+                api.submit_batch(records)
                 return True
             except client.ApiError as exc:
                 if exc.status not in (429, 503):
                     log.error("ledger refused a batch: %s", exc)
                     return False
                 time.sleep(exc.retry_after or 0.05 * (attempt + 1))
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 log.warning("ledger unreachable: %s", exc)
                 time.sleep(0.2)
                 if self.stop.is_set():
