@@ -284,9 +284,7 @@ except OSError:
 while True:
     time.sleep(0.05)
 """
-    p = stack.agent("jail", script)
-    assert p.stdout is not None
-    assert p.stdout.readline().strip() == "1"  # EPERM
+    p = stack.agent("jail", script)  # it may be frozen before it can print: do not read
     cg = stack.root / "jail"
     deadline = time.monotonic() + 10
     while "frozen 1" not in (cg / "cgroup.events").read_text():
