@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from ._witness_cli import add_commands  # here: it imports this module's helpers
     add_commands(top)
+    from ._enforcer_cli import add_commands as add_enforcer_commands
+    add_enforcer_commands(top)
 
     ledger = top.add_parser("ledger", help="the WORM ledger: write, seal, verify, prove",
                             description="The WORM ledger: write, seal, verify, prove.")

@@ -1,0 +1,220 @@
+// vantio enforcer: egress decisions for agent cgroups, every decision recorded.
+//
+// Compiled by bcc at enforcer start. Built-in constants (-D): AGENT_LEVEL (cgroup
+// level of agent cgroups: the slice's level + 1), RINGBUF_PAGES, MAX_RANGES.
+// The policy lives in maps keyed by a generation number: a reload writes the new
+// generation's entries, then flips `config[0]`, then deletes the old ones, so
+// there is no moment without a policy.
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/in6.h>
+
+#define STAGE_CONNECT4 0
+#define STAGE_CONNECT6 1
+#define STAGE_SENDMSG4 2
+#define STAGE_SENDMSG6 3
+#define STAGE_EXEC 4
+#define N_STAGES 5
+
+#define PERMIT 0
+#define BLOCK 1
+#define QUARANTINE 2
+
+#define F_MONITOR 1   // not enforced: the action is what enforce mode would have done
+#define F_MAPPED 2    // an IPv4-mapped IPv6 address, decided by the IPv4 rules
+
+#define P_TCP 1
+#define P_UDP 2
+
+struct agent_key { u64 cgid; u32 gen; u32 pad; };
+struct agent_val { u32 idx; u8 enforce; u8 dflt; u8 pad[2]; };
+
+struct port_range { u16 lo; u16 hi; u32 protos; };
+struct rules { u32 n; u32 pad; struct port_range r[MAX_RANGES]; };
+
+struct lpm4 { u32 prefixlen; u32 gen; u32 agent; u32 addr; };
+struct lpm6 { u32 prefixlen; u32 gen; u32 agent; u32 addr[4]; };
+
+struct event {
+    u64 ts_ns;
+    u64 cgid;
+    u64 agent_cgid;
+    u64 bytes;
+    u32 pid, tgid, uid, gid;
+    u32 addr[4];
+    u16 port;
+    u8 stage, action, flags, proto, family, pad;
+    char comm[16];
+};
+
+struct exec_event {
+    struct event h;
+    u32 old_pid;
+    u32 pad;
+    char path[128];
+};
+
+BPF_ARRAY(config, u32, 1);                                 // [0] = live generation
+BPF_HASH(agents, struct agent_key, struct agent_val, 4096);
+BPF_HASH(quarantined, u64, u64, 4096);                     // agent cgroup id -> bytes severed
+BPF_F_TABLE("lpm_trie", struct lpm4, struct rules, rules4, 65536, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("lpm_trie", struct lpm6, struct rules, rules6, 65536, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(lost, u64, N_STAGES * 2);                 // [stage * 2 + enforce]
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline u32 live_gen(void) {
+    u32 zero = 0;
+    u32 *g = config.lookup(&zero);
+    return g ? *g : 0;
+}
+
+static __always_inline void count_lost(u32 stage, u32 enforce) {
+    u32 i = stage * 2 + (enforce ? 1 : 0);
+    u64 *n = lost.lookup(&i);
+    if (n)
+        *n += 1;
+}
+
+static __always_inline int ports_allow(struct rules *rs, u16 port, u32 proto) {
+    if (!rs)
+        return 0;
+    u32 n = rs->n;
+    for (int i = 0; i < MAX_RANGES; i++) {
+        if (i >= n)
+            break;
+        if (port >= rs->r[i].lo && port <= rs->r[i].hi && (rs->r[i].protos & proto))
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline u32 proto_of(struct bpf_sock_addr *ctx) {
+    if (ctx->protocol == IPPROTO_UDP || ctx->type == 2 /* SOCK_DGRAM */)
+        return P_UDP;
+    return P_TCP;
+}
+
+// Decide and record one sock_addr call. family 4: addr[0] holds the IPv4 address.
+static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) {
+    u64 agent_cgid = bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL);
+    u32 gen = live_gen();
+    struct agent_key ak = {.cgid = agent_cgid, .gen = gen};
+    struct agent_val *av = agents.lookup(&ak);
+    if (!av)
+        return 1;  // not an agent of the live policy
+    u32 enforce = av->enforce;
+    u32 proto = proto_of(ctx);
+    u16 port = bpf_ntohs((u16)ctx->user_port);
+    u32 addr[4] = {};
+    u8 flags = 0;
+    struct rules *rs = 0;
+    if (v6) {
+        addr[0] = ctx->user_ip6[0];
+        addr[1] = ctx->user_ip6[1];
+        addr[2] = ctx->user_ip6[2];
+        addr[3] = ctx->user_ip6[3];
+        if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
+            flags |= F_MAPPED;
+            struct lpm4 k4 = {.prefixlen = 96, .gen = gen, .agent = av->idx, .addr = addr[3]};
+            rs = rules4.lookup(&k4);
+        } else {
+            struct lpm6 k6 = {.prefixlen = 192, .gen = gen, .agent = av->idx};
+            k6.addr[0] = addr[0]; k6.addr[1] = addr[1];
+            k6.addr[2] = addr[2]; k6.addr[3] = addr[3];
+            rs = rules6.lookup(&k6);
+        }
+    } else {
+        addr[0] = ctx->user_ip4;
+        struct lpm4 k4 = {.prefixlen = 96, .gen = gen, .agent = av->idx, .addr = addr[0]};
+        rs = rules4.lookup(&k4);
+    }
+    u8 action = PERMIT;
+    u64 *q = quarantined.lookup(&agent_cgid);
+    if (q)
+        action = QUARANTINE;
+    else if (!ports_allow(rs, port, proto))
+        action = av->dflt;
+    if (!enforce)
+        flags |= F_MONITOR;
+    else if (action == QUARANTINE && !q) {
+        u64 zero = 0;
+        quarantined.insert(&agent_cgid, &zero);  // egress is severed from this moment
+    }
+
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count_lost(stage, enforce);
+        return enforce ? 0 : 1;  // no unrecorded permit in enforce mode
+    }
+    e->ts_ns = bpf_ktime_get_ns();
+    e->cgid = bpf_get_current_cgroup_id();
+    e->agent_cgid = agent_cgid;
+    e->bytes = 0;
+    u64 pt = bpf_get_current_pid_tgid();
+    e->pid = (u32)pt;
+    e->tgid = pt >> 32;
+    u64 ug = bpf_get_current_uid_gid();
+    e->uid = (u32)ug;
+    e->gid = ug >> 32;
+    e->addr[0] = addr[0]; e->addr[1] = addr[1]; e->addr[2] = addr[2]; e->addr[3] = addr[3];
+    e->port = port;
+    e->stage = stage;
+    e->action = action;
+    e->flags = flags;
+    e->proto = proto;
+    e->family = v6 ? 6 : 4;
+    e->pad = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    events.ringbuf_submit(e, 0);
+    if (!enforce)
+        return 1;
+    return action == PERMIT ? 1 : 0;
+}
+
+int connect4(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_CONNECT4, 0); }
+int connect6(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_CONNECT6, 1); }
+int sendmsg4(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_SENDMSG4, 0); }
+int sendmsg6(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_SENDMSG6, 1); }
+
+// Quarantined agents: every egress packet is dropped and its bytes counted.
+int egress(struct __sk_buff *skb) {
+    u64 agent_cgid = bpf_skb_ancestor_cgroup_id(skb, AGENT_LEVEL);
+    u64 *severed = quarantined.lookup(&agent_cgid);
+    if (!severed)
+        return 1;
+    __sync_fetch_and_add(severed, skb->len);
+    return 0;
+}
+
+// Exec lineage: which program each agent process became.
+int on_exec(struct tracepoint__sched__sched_process_exec *args) {
+    u64 agent_cgid = bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL);
+    struct agent_key ak = {.cgid = agent_cgid, .gen = live_gen()};
+    struct agent_val *av = agents.lookup(&ak);
+    if (!av)
+        return 0;
+    struct exec_event *e = events.ringbuf_reserve(sizeof(struct exec_event));
+    if (!e) {
+        count_lost(STAGE_EXEC, av->enforce);
+        return 0;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->h.ts_ns = bpf_ktime_get_ns();
+    e->h.cgid = bpf_get_current_cgroup_id();
+    e->h.agent_cgid = agent_cgid;
+    u64 pt = bpf_get_current_pid_tgid();
+    e->h.pid = (u32)pt;
+    e->h.tgid = pt >> 32;
+    u64 ug = bpf_get_current_uid_gid();
+    e->h.uid = (u32)ug;
+    e->h.gid = ug >> 32;
+    e->h.stage = STAGE_EXEC;
+    e->h.flags = av->enforce ? 0 : F_MONITOR;
+    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    e->old_pid = args->old_pid;
+#ifndef NO_KERNEL_READ
+    TP_DATA_LOC_READ_STR(e->path, filename, sizeof(e->path));
+#endif
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

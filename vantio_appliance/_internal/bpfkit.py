@@ -1,0 +1,168 @@
+"""A small typed wrapper around bcc, the one module that touches it.
+
+bcc (Debian's python3-bpfcc) has no type stubs and exists only for the
+system interpreter, so it is imported lazily here and everything the
+enforcer needs is exposed with types: compile, load, attach to a cgroup,
+pin, map updates as raw bytes, the ring buffer, per-CPU counters. Raw bytes
+keep the struct layouts in one place (the enforcer packs them with
+``struct``), which also lets the status command read pinned maps without bcc.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+BPF_MAP_LOOKUP_ELEM: Final = 1
+BPF_OBJ_GET: Final = 7
+BPF_F_ALLOW_MULTI: Final = 2
+
+# enum bpf_attach_type (uapi/linux/bpf.h)
+ATTACH: Final = {"connect4": 10, "connect6": 11, "sendmsg4": 14, "sendmsg6": 15, "egress": 1}
+PROG_SOCK_ADDR: Final = 18  # BPF_PROG_TYPE_CGROUP_SOCK_ADDR
+PROG_SKB: Final = 8  # BPF_PROG_TYPE_CGROUP_SKB
+
+
+class BpfError(OSError):
+    """A bpf() operation failed; the message says which."""
+
+
+def _lib() -> Any:
+    lib = ct.CDLL("libbcc.so.0", use_errno=True)
+    lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
+    lib.bpf_obj_get.argtypes = [ct.c_char_p]
+    lib.bpf_prog_attach.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.c_uint]
+    lib.bpf_prog_detach2.argtypes = [ct.c_int, ct.c_int, ct.c_int]
+    lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
+    lib.bpf_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_ulonglong]
+    lib.bpf_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
+    return lib
+
+
+_LIB: Any = None
+
+
+def lib() -> Any:
+    global _LIB
+    if _LIB is None:
+        _LIB = _lib()
+    return _LIB
+
+
+def _check(res: int, what: str) -> int:
+    if res < 0:
+        err = ct.get_errno() or -res
+        raise BpfError(err, f"{what}: {os.strerror(err)}")
+    return res
+
+
+def available() -> str | None:
+    """None when bcc can be imported; else why not (for the start-up checks)."""
+    try:
+        import bcc  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: F401
+    except ImportError as exc:
+        return f"bcc is missing ({exc}); install python3-bpfcc and use /usr/bin/python3"
+    return None
+
+
+def pin(fd: int, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _check(lib().bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
+
+
+def obj_get(path: Path) -> int:
+    return _check(lib().bpf_obj_get(str(path).encode()), f"open pinned {path}")
+
+
+def attach(prog_fd: int, cgroup_fd: int, attach_type: int) -> None:
+    _check(lib().bpf_prog_attach(prog_fd, cgroup_fd, attach_type, BPF_F_ALLOW_MULTI),
+           "attach to cgroup")
+
+
+def detach(prog_fd: int, cgroup_fd: int, attach_type: int) -> bool:
+    """Detach; False when it was not attached there."""
+    res = lib().bpf_prog_detach2(prog_fd, cgroup_fd, attach_type)
+    if res < 0 and (ct.get_errno() or -res) in (errno.ENOENT, errno.EBADF):
+        return False
+    _check(res, "detach from cgroup")
+    return True
+
+
+def update(map_fd: int, key: bytes, value: bytes) -> None:
+    k, v = ct.create_string_buffer(key, len(key)), ct.create_string_buffer(value, len(value))
+    _check(lib().bpf_update_elem(map_fd, k, v, 0), "map update")
+
+
+def delete(map_fd: int, key: bytes) -> bool:
+    k = ct.create_string_buffer(key, len(key))
+    return bool(lib().bpf_delete_elem(map_fd, k) == 0)
+
+
+def lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
+    k = ct.create_string_buffer(key, len(key))
+    v = ct.create_string_buffer(value_size)
+    if lib().bpf_map_lookup_elem(map_fd, k, v) < 0:
+        return None
+    return v.raw
+
+
+def possible_cpus() -> int:
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def percpu_u64_sums(map_fd: int, entries: int) -> list[int]:
+    """A per-CPU array of u64, summed over CPUs, entry by entry."""
+    ncpu = possible_cpus()
+    out = []
+    for i in range(entries):
+        raw = lookup(map_fd, i.to_bytes(4, "little"), 8 * ncpu)
+        out.append(sum(int.from_bytes(raw[j:j + 8], "little") for j in range(0, len(raw), 8))
+                   if raw else 0)
+    return out
+
+
+class Program:
+    """One compiled bcc module: functions loaded by name, maps by name, a ring buffer."""
+
+    def __init__(self, src: Path, cflags: list[str]) -> None:
+        from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        self._bpf: Any = BPF(src_file=str(src).encode(), cflags=cflags)
+        self._BPF: Any = BPF
+
+    def load(self, name: str) -> int:
+        """Load a function; its file descriptor."""
+        if name in ATTACH:
+            ptype = PROG_SKB if name == "egress" else PROG_SOCK_ADDR
+            fn = self._bpf.load_func(name.encode(), ptype, attach_type=ATTACH[name])
+        else:
+            fn = self._bpf.load_func(name.encode(), self._BPF.TRACEPOINT)
+        return int(fn.fd)
+
+    def attach_tracepoint(self, tp: str, fn_name: str) -> None:
+        self._bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
+
+    def map_fd(self, name: str) -> int:
+        return int(self._bpf[name.encode()].get_fd())
+
+    def open_ring_buffer(self, name: str, callback: Callable[[bytes], None]) -> None:
+        def raw(_ctx: Any, data: Any, size: int) -> int:
+            callback(ct.string_at(data, size))
+            return 0
+
+        self._bpf[name.encode()].open_ring_buffer(raw)
+
+    def poll(self, timeout_ms: int) -> None:
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        self._bpf.cleanup()

@@ -1,0 +1,710 @@
+"""The enforcer daemon: loads bpf/enforcer.c, keeps the policy maps, records every decision.
+
+I/O edge: bcc (through _internal.bpfkit), cgroup v2 directories, bpffs pins,
+the ingest API client. The decisions themselves are made in the kernel from
+maps that policy.compile_maps fills; this module only moves data.
+
+Survival: programs are attached to the agents' slice and pinned under the pin
+directory, so a crashed or killed daemon leaves enforcement in place. Events
+then pile up in the ring buffer; when it is full, enforce-mode connects are
+refused and counted (no unrecorded permit), and the next daemon reports the
+count as gap records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from . import client, policy
+from ._internal import bpfkit
+
+log = logging.getLogger("vantio.enforcer")
+
+CGROUP2: Final = Path("/sys/fs/cgroup/unified")
+DEFAULT_ROOT: Final = CGROUP2 / policy.SLICE
+DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
+DEFAULT_STATE: Final = Path("/run/vantio/enforcer")
+BPF_SOURCE: Final = Path(__file__).resolve().parent.parent / "bpf" / "enforcer.c"
+PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
+MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost")
+STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
+ACTIONS: Final = ("permit", "block", "quarantine")
+SYSCALL: Final = ("connect", "connect", "sendmsg", "sendmsg", "execve")
+F_MONITOR: Final = 1
+RINGBUF_PAGES: Final = 1024  # 4 MiB: about 47,000 events
+QUEUE_MAX: Final = 500_000
+BATCH: Final = 1000
+
+_AGENT_KEY: Final = struct.Struct("<QII")
+_AGENT_VAL: Final = struct.Struct("<IBB2x")
+_RULES_HEAD: Final = struct.Struct("<II")
+_RANGE: Final = struct.Struct("<HHI")
+_LPM4: Final = struct.Struct("<III4s")
+_LPM6: Final = struct.Struct("<III16s")
+_EVENT: Final = struct.Struct("<QQQQIIII16sHBBBBBx16s")
+_EXEC_TAIL: Final = struct.Struct("<II128s")
+_CAP_BPF: Final = 39
+_ACTION_AT: Final = 67  # offset of event.action
+
+
+class EnforcerError(RuntimeError):
+    """The enforcer cannot run (fully armed) here; the message says what is missing."""
+
+
+# -- start-up checks -------------------------------------------------------------------
+
+
+def _mounted(fstype: str, where: Path | None = None) -> bool:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == fstype and (where is None or Path(parts[1]) == where):
+                return True
+    return False
+
+
+def lockdown() -> str:
+    """The kernel's lockdown level (none, integrity, confidentiality), or 'unknown'."""
+    p = Path("/sys/kernel/security/lockdown")
+    with contextlib.suppress(OSError):
+        text = p.read_text()
+        return text[text.index("[") + 1:text.index("]")]
+    return "unknown"
+
+
+def missing_features(pins: Path, root: Path) -> list[str]:
+    """Everything the enforcer needs and this host lacks; empty when fully armed."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN to load and attach)")
+    if why := bpfkit.available():
+        missing.append(why)
+    if not _mounted("bpf", Path("/sys/fs/bpf")) and not _mounted("bpf", pins.parent):
+        missing.append(f"bpffs is not mounted at {pins.parent} (mount -t bpf bpf /sys/fs/bpf)")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        missing.append("kernel BTF (/sys/kernel/btf/vmlinux)")
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not (build / "include").is_dir():
+        missing.append(f"kernel headers ({build}; scripts/setup links linux-headers-amd64)")
+    if not _mounted("cgroup2", CGROUP2) or not root.parent.is_dir():
+        missing.append(f"cgroup v2 at {CGROUP2}")
+    if not Path("/sys/kernel/tracing/events/sched/sched_process_exec").is_dir():
+        missing.append("tracefs with sched:sched_process_exec "
+                       "(mount -t tracefs tracefs /sys/kernel/tracing)")
+    return missing
+
+
+# -- capabilities ------------------------------------------------------------------------
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(keep: Sequence[int] = (_CAP_BPF,)) -> None:
+    """Keep only ``keep`` (CAP_BPF: policy map updates on reload, release, quarantine).
+
+    Called before any thread starts: capabilities are per thread. The bounding
+    set is emptied too, so nothing exec'd later regains them.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for cap in range(last + 1):
+        if cap not in keep:
+            libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    data = (_CapData * 2)()
+    for cap in keep:
+        data[cap // 32].effective |= 1 << (cap % 32)
+        data[cap // 32].permitted |= 1 << (cap % 32)
+    if libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
+        err = ctypes.get_errno()
+        raise EnforcerError(f"cannot drop capabilities: {os.strerror(err)}")
+
+
+# -- cgroups ----------------------------------------------------------------------------
+
+
+def cgroup_id(path: Path) -> int:
+    """A cgroup v2 directory's id is its inode number (what bpf_get_current_cgroup_id says)."""
+    return os.stat(path).st_ino
+
+
+def set_frozen(path: Path, frozen: bool) -> None:
+    (path / "cgroup.freeze").write_text("1" if frozen else "0")
+
+
+def is_frozen(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return (path / "cgroup.freeze").read_text().strip() == "1"
+    return False
+
+
+def enroll(cgroup: Path, pid: int) -> None:
+    """Move a process into an agent's cgroup."""
+    (cgroup / "cgroup.procs").write_text(str(pid))
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    stage: int
+    action: int
+    flags: int
+    pid: int
+    tgid: int
+    uid: int
+    gid: int
+    comm: str
+    cgid: int
+    agent_cgid: int
+    family: int
+    addr: bytes
+    port: int
+    proto: int
+    path: str = ""
+
+
+def decode_event(raw: bytes) -> Decision:
+    (_ts, cgid, agent, _bytes, pid, tgid, uid, gid, addr, port, stage, action, flags, proto,
+     family, comm) = _EVENT.unpack_from(raw)
+    d = Decision(stage, action, flags, pid, tgid, uid, gid,
+                 comm.split(b"\0", 1)[0].decode(errors="replace"), cgid, agent, family, addr,
+                 port, proto)
+    if stage == 4 and len(raw) >= _EVENT.size + _EXEC_TAIL.size:
+        _old, _pad, path = _EXEC_TAIL.unpack_from(raw, _EVENT.size)
+        d.path = path.split(b"\0", 1)[0].decode(errors="replace")
+    return d
+
+
+def _address(family: int, addr: bytes) -> tuple[str, str]:
+    if family == 4:
+        return "inet", socket.inet_ntop(socket.AF_INET, addr[:4])
+    return "inet6", socket.inet_ntop(socket.AF_INET6, addr)
+
+
+def event_record(d: Decision, cgroups: Callable[[int], tuple[str, list[int]] | None]
+                 ) -> dict[str, Any]:
+    """One decision as the event fields FORMATS.md section 1 allows (nothing else).
+
+    Convention: ``syscall.args.flags`` bit 0 set means monitor mode (the
+    action is what enforce would have done; the call was permitted).
+    """
+    proc: dict[str, Any] = {"pid": d.pid, "tgid": d.tgid, "uid": d.uid, "gid": d.gid}
+    if d.comm:
+        proc["comm"] = d.comm[:16]
+    where = cgroups(d.cgid)
+    if where:
+        proc["cgroup"], proc["cgroup_ancestry"] = where
+    rec: dict[str, Any] = {"action": ACTIONS[d.action] if d.action < 3 else "block",
+                           "proc": proc}
+    if d.stage == 4:
+        args: dict[str, Any] = {"flags": d.flags}
+        if d.path:
+            args["path"] = d.path[:4096]
+        rec["syscall"] = {"name": "execve", "args": args}
+        return rec
+    fam, host = _address(d.family, d.addr)
+    rec["syscall"] = {"name": SYSCALL[d.stage], "args": {
+        "family": fam, "address": host, "port": d.port,
+        "proto": "udp" if d.proto == 2 else "tcp", "flags": d.flags}}
+    rec["target_host"] = f"[{host}]:{d.port}" if fam == "inet6" else f"{host}:{d.port}"
+    return rec
+
+
+def gap_record(stage: str, enforce: bool | None, lost: int, action: str | None = None
+               ) -> dict[str, Any]:
+    """A count of decisions that could not be recorded, as an event (see docs/enforcer.md).
+
+    ``syscall.name`` is ``gap_<stage>``, ``args.size`` the number lost, and
+    ``action`` what happened to them: ``block`` for enforce-mode decisions
+    (refused because they could not be recorded), ``permit`` for monitor mode
+    and exec lineage (let through unrecorded).
+    """
+    if action is None:
+        action = "block" if enforce else "permit"
+    return {"action": action, "proc": {"pid": os.getpid(), "comm": "vantio-enforcer"},
+            "syscall": {"name": f"gap_{stage}", "args": {
+                "size": lost, "flags": 0 if enforce or enforce is None else F_MONITOR}}}
+
+
+# -- the daemon --------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    policy_file: Path
+    socket: Path | None
+    api_key: str | None
+    root: Path = DEFAULT_ROOT
+    pins: Path = DEFAULT_PINS
+    state: Path = DEFAULT_STATE
+    ringbuf_pages: int = RINGBUF_PAGES
+    drop_caps: bool = True
+    resolver: policy.Resolver = field(default=lambda name: sorted(
+        {str(ai[4][0]) for ai in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}))
+
+
+class Enforcer:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.policy = self._load_policy()
+        self.gen = 0
+        self.keys: dict[int, list[tuple[str, bytes]]] = {}
+        self.agent_cgids: dict[str, int] = {}
+        self.queue: deque[bytes] = deque()
+        self.pump_lost: dict[str, int] = {a: 0 for a in ACTIONS}
+        self.reported: dict[str, int] = {}
+        self.sent = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.cg_cache: dict[int, tuple[str, list[int]]] = {}
+        self.prog: bpfkit.Program | None = None
+        self.fds: dict[str, int] = {}
+        self.maps: dict[str, int] = {}
+        self.api = client.Client(opts.api_key, opts.socket) if opts.socket and opts.api_key \
+            else None
+        self.started = time.time()
+        self.hup = threading.Event()
+
+    def _load_policy(self) -> policy.Policy:
+        try:
+            text = self.opts.policy_file.read_bytes()
+        except OSError as exc:
+            raise EnforcerError(f"cannot read policy {self.opts.policy_file}: "
+                                f"{exc.strerror}") from None
+        return policy.parse(text, str(self.opts.policy_file), self.opts.resolver)
+
+    # -- loading ---------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Compile, load, fill the maps, attach (replacing an earlier daemon's), pin."""
+        missing = missing_features(self.opts.pins, self.opts.root)
+        if missing:
+            raise EnforcerError("refusing to run half-armed; missing: " + "; ".join(missing))
+        level = lockdown()
+        root = self.opts.root
+        root.mkdir(exist_ok=True)
+        depth = len(root.relative_to(CGROUP2).parts) + 1
+        cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
+                  f"-DMAX_RANGES={policy.MAX_RANGES}", "-w"]
+        if level == "confidentiality":  # no kernel memory reads: exec paths are left out
+            cflags.append("-DNO_KERNEL_READ")
+        log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
+        self.prog = bpfkit.Program(BPF_SOURCE, cflags)
+        for name in (*PROGRAMS, "on_exec"):
+            self.fds[name] = self.prog.load(name)
+        for name in MAPS:
+            self.maps[name] = self.prog.map_fd(name)
+        self._restore_quarantine()
+        self._install(self.policy)
+        self.prog.attach_tracepoint("sched:sched_process_exec", "on_exec")
+        self.prog.open_ring_buffer("events", self.queue_event)
+        self._attach_and_pin(root)
+        log.info("armed: %d agents, generation %d", len(self.policy.agents), self.gen)
+
+    def _attach_and_pin(self, root: Path) -> None:
+        pins = self.opts.pins
+        pins.mkdir(mode=0o700, exist_ok=True)
+        cg = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in PROGRAMS:
+                # The new program runs beside the old one (ALLOW_MULTI: both must permit),
+                # then the old one goes: never a moment without enforcement.
+                bpfkit.attach(self.fds[name], cg, bpfkit.ATTACH[name])
+                old = pins / f"prog_{name}"
+                if old.exists():
+                    with contextlib.suppress(OSError):
+                        fd = bpfkit.obj_get(old)
+                        bpfkit.detach(fd, cg, bpfkit.ATTACH[name])
+                        os.close(fd)
+                bpfkit.pin(self.fds[name], old)
+            for name in MAPS:
+                bpfkit.pin(self.maps[name], pins / f"map_{name}")
+        finally:
+            os.close(cg)
+
+    def _restore_quarantine(self) -> None:
+        """Agents left frozen by an earlier daemon stay quarantined."""
+        for agent in self.policy.agents:
+            path = self.opts.root / agent.cgroup
+            if is_frozen(path):
+                bpfkit.update(self.maps["quarantined"], cgroup_id(path).to_bytes(8, "little"),
+                              bytes(8))
+
+    def _install(self, pol: policy.Policy) -> None:
+        """Write generation gen+1, flip config[0] to it, then delete the old generation."""
+        new = self.gen + 1
+        entries = policy.compile_maps(pol, new)
+        written: list[tuple[str, bytes]] = []
+        cgids: dict[str, int] = {}
+        for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
+            path = self.opts.root / agent.cgroup
+            path.mkdir(exist_ok=True)
+            cgids[agent.name] = cgid = cgroup_id(path)
+            key = _AGENT_KEY.pack(cgid, new, 0)
+            bpfkit.update(self.maps["agents"], key, _AGENT_VAL.pack(
+                idx, int(enforce), 2 if quarantine else 1))
+            written.append(("agents", key))
+        for table, lpm, width in (("rules4", _LPM4, 32), ("rules6", _LPM6, 128)):
+            for (idx, plen, addr), ranges in (entries.v4 if width == 32 else entries.v6).items():
+                key = lpm.pack(64 + plen, new, idx, addr.to_bytes(width // 8, "big"))
+                value = _RULES_HEAD.pack(len(ranges), 0) + b"".join(
+                    _RANGE.pack(lo, hi, bits) for lo, hi, bits in ranges)
+                value += bytes(_RANGE.size * (policy.MAX_RANGES - len(ranges)))
+                bpfkit.update(self.maps[table], key, value)
+                written.append((table, key))
+        bpfkit.update(self.maps["config"], bytes(4), new.to_bytes(4, "little"))
+        for table, key in self.keys.pop(self.gen, []):
+            bpfkit.delete(self.maps[table], key)
+        self.keys[new] = written
+        self.gen, self.policy, self.agent_cgids = new, pol, cgids
+
+    def reload(self) -> None:
+        try:
+            pol = self._load_policy()
+        except (EnforcerError, policy.PolicyError) as exc:
+            log.error("reload refused, the loaded policy stays: %s", exc)
+            return
+        with self.lock:
+            self._install(pol)
+        log.info("reloaded %s: generation %d", self.opts.policy_file, self.gen)
+
+    # -- events ----------------------------------------------------------------------
+
+    def queue_event(self, raw: bytes) -> None:
+        """Ring buffer callback: keep the raw bytes; decoding happens in the sender."""
+        action = raw[_ACTION_AT] if len(raw) >= _EVENT.size else 1
+        if len(self.queue) >= QUEUE_MAX:
+            self.pump_lost[ACTIONS[min(action, 2)]] += 1  # reported as a gap record
+            return
+        self.queue.append(raw)
+        if action == 2:
+            self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
+
+    def cgroup_of(self, cgid: int) -> tuple[str, list[int]] | None:
+        hit = self.cg_cache.get(cgid)
+        if hit is None:
+            for dirpath, _dirs, _files in os.walk(self.opts.root):
+                p = Path(dirpath)
+                if cgroup_id(p) == cgid:
+                    rel = p.relative_to(CGROUP2)
+                    ids = [1] + [cgroup_id(CGROUP2.joinpath(*rel.parts[:i + 1]))
+                                 for i in range(len(rel.parts))]
+                    hit = self.cg_cache[cgid] = ("/" + str(rel), ids[-64:])
+                    break
+        return hit
+
+    def _send(self, records: list[bytes]) -> bool:
+        """Submit, retrying 429/503 and an unreachable ledger; one request at a time (the
+        client holds one connection, shared by the sender and the main loop)."""
+        if self.api is None:
+            return True
+        with self.send_lock:
+            return self._send_locked(self.api, records)
+
+    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool:
+        for attempt in range(50):
+            try:
+                api.submit_batch(records)
+                return True
+            except client.ApiError as exc:
+                if exc.status not in (429, 503):
+                    log.error("ledger refused a batch: %s", exc)
+                    return False
+                time.sleep(exc.retry_after or 0.05 * (attempt + 1))
+            except (OSError, http.client.HTTPException) as exc:
+                log.warning("ledger unreachable: %s", exc)
+                time.sleep(0.2)
+                if self.stop.is_set():
+                    return False
+        return False
+
+    def drain(self) -> None:
+        """Send queued decisions in batches; what cannot be sent is counted, never dropped
+        silently."""
+        while self.queue:
+            batch: list[bytes] = []
+            actions: list[str] = []
+            while self.queue and len(batch) < BATCH:
+                d = decode_event(self.queue.popleft())
+                batch.append(json.dumps(event_record(d, self.cgroup_of),
+                                        separators=(",", ":")).encode())
+                actions.append(ACTIONS[min(d.action, 2)])
+            if self._send(batch):
+                self.sent += len(batch)
+            else:
+                for a in actions:
+                    self.pump_lost[a] += 1
+
+    def report_gaps(self) -> None:
+        """Turn new losses (kernel per stage, daemon per action) into gap records."""
+        counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
+        gaps: list[tuple[str, dict[str, Any], int]] = []
+        for i, n in enumerate(counts):
+            stage, enforce = STAGES[i // 2], bool(i % 2)
+            key = f"{stage}/{'enforce' if enforce else 'monitor'}"
+            if n > self.reported.get(key, 0):
+                gaps.append((key, gap_record(stage, enforce, n - self.reported.get(key, 0)), n))
+        for action, n in self.pump_lost.items():
+            key = f"daemon/{action}"
+            if n > self.reported.get(key, 0):
+                gaps.append((key, gap_record("daemon", None, n - self.reported.get(key, 0),
+                                             action), n))
+        for key, rec, total in gaps:
+            if self._send([json.dumps(rec, separators=(",", ":")).encode()]):
+                self.reported[key] = total
+                log.warning("gap recorded: %s lost %s", key, rec["syscall"]["args"]["size"])
+
+    def loss_counters(self) -> dict[str, int]:
+        counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
+        out = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
+               for i, n in enumerate(counts)}
+        out.update({f"daemon/{a}": n for a, n in self.pump_lost.items()})
+        return out
+
+    # -- quarantine ------------------------------------------------------------------
+
+    def severed(self, cgid: int) -> int | None:
+        raw = bpfkit.lookup(self.maps["quarantined"], cgid.to_bytes(8, "little"), 8)
+        return None if raw is None else int.from_bytes(raw, "little")
+
+    def _agent_record(self, name: str, action: str, syscall: str, severed: int
+                      ) -> dict[str, Any]:
+        path = self.opts.root / self.policy.agent(name).cgroup
+        rec: dict[str, Any] = {"action": action, "syscall": {"name": syscall},
+                               "bytes_severed": severed,
+                               "proc": {"pid": os.getpid(), "comm": "vantio-enforcer"}}
+        where = self.cgroup_of(cgroup_id(path))
+        if where:
+            rec["proc"]["cgroup"], rec["proc"]["cgroup_ancestry"] = where
+        return rec
+
+    def freeze_quarantined(self) -> None:
+        for agent in self.policy.agents:
+            path = self.opts.root / agent.cgroup
+            cgid = self.agent_cgids.get(agent.name)
+            if cgid is not None and self.severed(cgid) is not None and not is_frozen(path):
+                set_frozen(path, True)
+                self._send([json.dumps(self._agent_record(
+                    agent.name, "quarantine", "vantio_quarantine", 0)).encode()])
+                log.warning("agent %s quarantined: frozen, egress severed", agent.name)
+
+    def quarantine(self, name: str) -> dict[str, Any]:
+        cgid = self.agent_cgids[name]
+        with self.lock:
+            if self.severed(cgid) is None:
+                bpfkit.update(self.maps["quarantined"], cgid.to_bytes(8, "little"), bytes(8))
+        self.freeze_quarantined()
+        return {"agent": name, "quarantined": True}
+
+    def release(self, name: str) -> dict[str, Any]:
+        cgid = self.agent_cgids[name]
+        severed = self.severed(cgid) or 0
+        bpfkit.delete(self.maps["quarantined"], cgid.to_bytes(8, "little"))
+        set_frozen(self.opts.root / self.policy.agent(name).cgroup, False)
+        self._send([json.dumps(self._agent_record(name, "permit", "vantio_release",
+                                                  severed)).encode()])
+        log.warning("agent %s released; %d bytes were severed", name, severed)
+        return {"agent": name, "released": True, "bytes_severed": severed}
+
+    # -- status and control ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        agents = []
+        for a in self.policy.agents:
+            cgid = self.agent_cgids.get(a.name, 0)
+            sev = self.severed(cgid)
+            agents.append({"name": a.name, "mode": a.mode, "default": a.default,
+                           "cgroup": str(self.opts.root / a.cgroup), "cgroup_id": cgid,
+                           "quarantined": sev is not None, "bytes_severed": sev or 0,
+                           "frozen": is_frozen(self.opts.root / a.cgroup)})
+        return {"pid": os.getpid(), "started": int(self.started), "generation": self.gen,
+                "lockdown": lockdown(), "pins": str(self.opts.pins),
+                "policy": self.policy.summary(), "agents": agents,
+                "lost": self.loss_counters(), "recorded": self.sent,
+                "queued": len(self.queue), "gaps_reported": dict(self.reported)}
+
+    def write_status(self) -> None:
+        tmp = self.opts.state / "status.json.tmp"
+        tmp.write_text(json.dumps(self.status(), indent=1))
+        os.replace(tmp, self.opts.state / "status.json")
+
+    def _control(self, sock: socket.socket) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    req = json.loads(conn.makefile("rb").readline())
+                    op, name = req.get("op"), req.get("agent", "")
+                    if name not in self.agent_cgids:
+                        reply: dict[str, Any] = {"error": f"no agent {name!r} in the policy"}
+                    elif op == "release":
+                        reply = self.release(name)
+                    elif op == "quarantine":
+                        reply = self.quarantine(name)
+                    else:
+                        reply = {"error": f"unknown operation {op!r}"}
+                except (ValueError, OSError) as exc:
+                    reply = {"error": str(exc)}
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _poller(self) -> None:
+        assert self.prog is not None
+        while not self.stop.is_set():
+            self.prog.poll(50)
+
+    def run(self) -> None:
+        """Arm, drop capabilities, then pump events until SIGTERM/SIGINT; SIGHUP reloads."""
+        self.arm()
+        self.opts.state.mkdir(parents=True, exist_ok=True, mode=0o750)
+        ctl_path = self.opts.state / "control.sock"
+        ctl_path.unlink(missing_ok=True)
+        ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ctl.bind(str(ctl_path))
+        os.chmod(ctl_path, 0o600)
+        ctl.listen(8)
+        ctl.settimeout(0.2)
+        if self.opts.drop_caps:
+            drop_capabilities()
+        reload_wanted = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            (reload_wanted if signum == signal.SIGHUP else self.stop).set()
+            self.hup.set()
+
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        threads = [threading.Thread(target=self._poller, daemon=True),
+                   threading.Thread(target=self._control, args=(ctl,), daemon=True)]
+        for t in threads:
+            t.start()
+        self.write_status()
+        print(f"vantio enforcer: armed, generation {self.gen}, pinned in {self.opts.pins}",
+              flush=True)
+        sender = threading.Thread(target=self._sender, daemon=True)
+        sender.start()
+        last_tick = 0.0
+        while not self.stop.is_set():
+            self.hup.wait(0.2)
+            self.hup.clear()
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                self.reload()
+            self.freeze_quarantined()
+            if time.monotonic() - last_tick >= 0.5:
+                last_tick = time.monotonic()
+                self.report_gaps()
+                self.write_status()
+        for t in threads:
+            t.join(2)
+        sender.join(10)
+        self.drain()
+        self.report_gaps()
+        self.write_status()
+        ctl.close()
+        ctl_path.unlink(missing_ok=True)
+        log.info("stopped; programs stay attached and pinned in %s", self.opts.pins)
+
+    def _sender(self) -> None:
+        while not self.stop.is_set():
+            if self.queue:
+                self.drain()
+            else:
+                time.sleep(0.01)
+
+
+# -- outside the daemon --------------------------------------------------------------------
+
+
+def control(state: Path, op: str, agent: str) -> dict[str, Any]:
+    """Ask the running daemon to release or quarantine an agent."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(str(state / "control.sock"))
+    except OSError as exc:
+        s.close()
+        raise EnforcerError(f"the enforcer is not running ({state / 'control.sock'}: "
+                            f"{exc.strerror})") from None
+    with s:
+        s.sendall(json.dumps({"op": op, "agent": agent}).encode() + b"\n")
+        reply: dict[str, Any] = json.loads(s.makefile("rb").readline() or b"{}")
+    if "error" in reply:
+        raise EnforcerError(reply["error"])
+    return reply
+
+
+def read_status(state: Path, pins: Path) -> dict[str, Any]:
+    try:
+        status: dict[str, Any] = json.loads((state / "status.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise EnforcerError(f"no enforcer status in {state} ({exc})") from None
+    try:
+        os.kill(status["pid"], 0)
+        status["running"] = True
+    except OSError as exc:
+        status["running"] = exc.errno == errno.EPERM
+    status["pinned"] = sorted(p.name for p in pins.iterdir()) if pins.is_dir() else []
+    if status["pinned"] and (pins / "map_lost").exists():
+        with contextlib.suppress(OSError):
+            fd = bpfkit.obj_get(pins / "map_lost")
+            counts = bpfkit.percpu_u64_sums(fd, len(STAGES) * 2)
+            os.close(fd)
+            status["lost_now"] = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
+                                  for i, n in enumerate(counts)}
+    return status
+
+
+def uninstall(pins: Path, root: Path) -> list[str]:
+    """Detach the pinned programs from ``root`` and remove the pins (enforcement ends)."""
+    done: list[str] = []
+    if not pins.is_dir():
+        return done
+    cg = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root.is_dir() else -1
+    try:
+        for name in PROGRAMS:
+            pin = pins / f"prog_{name}"
+            if pin.exists():
+                if cg >= 0:
+                    fd = bpfkit.obj_get(pin)
+                    if bpfkit.detach(fd, cg, bpfkit.ATTACH[name]):
+                        done.append(f"detached {name}")
+                    os.close(fd)
+                pin.unlink()
+        for p in pins.iterdir():
+            p.unlink()
+        pins.rmdir()
+    finally:
+        if cg >= 0:
+            os.close(cg)
+    return done
