@@ -8,6 +8,7 @@ unpins and removes what the test made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -290,7 +291,16 @@ while True:
     while "frozen 1" not in (cg / "cgroup.events").read_text():
         assert time.monotonic() < deadline, "the quarantined agent was not frozen"
         time.sleep(0.05)
-    time.sleep(1.0)  # TCP retransmits of the dropped data are severed too
+    # The agent may be frozen before its own send: make its socket answer instead. Data
+    # from the peer makes the agent's kernel socket send ACKs, which are its egress too.
+    deadline = time.monotonic() + 10
+    while not listener.conns:
+        assert time.monotonic() < deadline, "the agent never connected"
+        time.sleep(0.02)
+    listener.conns[0].setblocking(False)
+    with contextlib.suppress(OSError):
+        listener.conns[0].send(b"y" * 20000)
+    time.sleep(1.0)  # and TCP retransmits of anything the agent sent are severed too
     st = json.loads(cli("enforcer", "status", "--json", *stack.paths()).stdout)
     jail = next(a for a in st["agents"] if a["name"] == "jail")
     assert jail["quarantined"] and jail["frozen"] and jail["bytes_severed"] > 0, jail
