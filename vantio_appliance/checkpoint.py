@@ -63,8 +63,10 @@ class Checkpoint:
         return cls(lines[0], _size(lines[1], "tree size"), _unb64_hash(lines[2], "root hash"))
 
 
-def sign(cp: Checkpoint, signer: note.Signer) -> bytes:
-    return signer.sign(cp.text())
+def sign(cp: Checkpoint, signer: note.Signer, *more: note.Signer) -> bytes:
+    """The signed checkpoint: one signature line per signer, in order (identity first)."""
+    text = cp.text()
+    return signer.sign(text) + b"".join(s.signature_line(text) for s in more)
 
 
 def open_signed(signed: bytes, verifiers: list[note.Verifier]) -> Checkpoint:

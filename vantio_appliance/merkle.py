@@ -148,6 +148,16 @@ class Tree:
             raise ValueError(f"tree size {size} outside 0..{self.size}")
         return size
 
+    def compact_range(self, size: int) -> CompactRange:
+        """The right edge of the tree of the first ``size`` leaves."""
+        self._size(size)
+        stack, lo = [], 0
+        for bit in reversed(range(size.bit_length())):
+            if size >> bit & 1:
+                stack.append(self._hash(lo, lo + (1 << bit)))
+                lo += 1 << bit
+        return CompactRange(size, stack)
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH(index, D[0:size]) of RFC 6962 section 2.1.1."""
         self._size(size)
@@ -245,6 +255,33 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
         raise ProofError("inclusion proof too short")
     if r != root:
         raise ProofError("inclusion proof does not lead to the root")
+
+
+def prefix_root(index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """MTH(D[0:index]) from an inclusion proof of leaf ``index`` in a tree of ``size``.
+
+    The audit path's left siblings (the hashes RFC 9162 section 2.1.3.2 step
+    3b combines as HASH(0x01 || p || r)) are the perfect subtrees that make
+    up the first ``index`` leaves, smallest first; folding them gives that
+    tree's root. Once the proof itself verifies against a signed root, this
+    is the root of the signed tree's prefix: no consistency proof needed.
+    Does not verify the proof; raises ProofError if it has the wrong length.
+    """
+    _check_hashes(*proof)
+    if not 0 <= index < size:
+        raise ProofError(f"index {index} not in a tree of size {size}")
+    fn, sn, r = index, size - 1, None
+    for p in proof:
+        if sn == 0:
+            raise ProofError("inclusion proof too long")
+        if fn & 1 or fn == sn:
+            r = p if r is None else node_hash(p, r)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ProofError("inclusion proof too short")
+    return EMPTY_ROOT if r is None else r
 
 
 def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,

@@ -44,6 +44,9 @@ Text255 = Annotated[str, Meta(min_length=1, max_length=255)]
 Text512 = Annotated[str, Meta(min_length=1, max_length=512)]
 Path4096 = Annotated[str, Meta(min_length=1, max_length=4096)]
 Note16K = Annotated[str, Meta(min_length=1, max_length=16384)]
+B64Hash = Annotated[str, Meta(min_length=44, max_length=44)]  # base64 of 32 bytes
+B64Signature = Annotated[str, Meta(min_length=88, max_length=88)]  # base64 of 64 bytes
+Hex256 = Annotated[str, Meta(min_length=64, max_length=64)]
 
 
 class _Closed(Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
@@ -144,8 +147,27 @@ class Torn(_Record, tag="torn"):
     length: Count
 
 
-Record = Event | Genesis | Seal | Torn
-SystemRecord = Genesis | Seal | Torn
+class Epoch(_Record, tag="epoch"):
+    """Begins epoch ``epoch``: its key, signed by the previous epoch's (docs/anchoring.md)."""
+
+    epoch: Count
+    root: B64Hash  # of the tree of the ``seq`` records before this one
+    vkey: Text512
+    signature: B64Signature
+
+
+class Anchor(_Record, tag="anchor"):
+    """A checkpoint carried off the host (export) or evidence brought back (import)."""
+
+    direction: Literal["export", "import"]
+    size: Count
+    root: B64Hash
+    manifest: Hex256 | UnsetType = UNSET
+    evidence: Annotated[list[Text512], Meta(max_length=256)] | UnsetType = UNSET
+
+
+Record = Event | Genesis | Seal | Torn | Epoch | Anchor
+SystemRecord = Genesis | Seal | Torn | Epoch | Anchor
 
 
 class RecordError(ValueError):

@@ -682,3 +682,24 @@ def test_append_subtree_refuses_misaligned_start() -> None:
     cr.append(PROP_LEAVES[0])
     with pytest.raises(ValueError):
         cr.append_subtree(1, ref_node(PROP_LEAVES[1], PROP_LEAVES[2]))
+
+
+@PROP
+@given(size_and_index())
+def test_prefix_root_from_an_inclusion_proof(si: tuple[int, int]) -> None:
+    """The left siblings of leaf i's audit path fold to MTH(D[0:i]) (anchoring.md §1)."""
+    size, index = si
+    proof = BIG_TREE.inclusion_proof(index, size)
+    assert merkle.prefix_root(index, size, proof) == PREFIX_ROOTS[index]
+    assert BIG_TREE.compact_range(index).root() == PREFIX_ROOTS[index]
+    assert BIG_TREE.compact_range(index).size == index
+
+
+def test_prefix_root_refuses_proofs_of_the_wrong_length() -> None:
+    proof = BIG_TREE.inclusion_proof(5, 12)
+    with pytest.raises(ProofError, match="too long"):
+        merkle.prefix_root(5, 12, [*proof, proof[0]])
+    with pytest.raises(ProofError, match="too short"):
+        merkle.prefix_root(5, 12, proof[:-1])
+    with pytest.raises(ProofError, match="not in a tree"):
+        merkle.prefix_root(12, 12, proof)

@@ -295,6 +295,11 @@ SYSTEM_FIELDS: dict[str, dict[str, Any]] = {
                 "vkey": "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"},
     "seal": {"segment": "0000000000000000.worm", "checkpoint": "o\n1\nAAAA\n\n\u2014 o AAAA\n"},
     "torn": {"segment": "0000000000004096.worm", "offset": 1234, "length": 17},
+    "epoch": {"epoch": 3, "root": "A" * 43 + "=",
+              "vkey": "PeterNeumann/epoch/3+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+              "signature": "B" * 86 + "=="},
+    "anchor": {"direction": "export", "size": 9120, "root": "A" * 43 + "=",
+               "manifest": "0" * 64},
 }
 
 
@@ -369,6 +374,19 @@ RECORD_REFUSALS: list[tuple[str, dict[str, Any], str]] = [
      "offset"),
     ("genesis extra", {**records.make_record(0, "genesis", "_system", TIME,
                                              SYSTEM_FIELDS["genesis"]), "note": "x"}, "note"),
+    ("epoch short root", {**records.make_record(5, "epoch", "_system", TIME,
+                                                SYSTEM_FIELDS["epoch"]), "root": "AAAA"}, "root"),
+    ("epoch no signature", _without(records.make_record(5, "epoch", "_system", TIME,
+                                                        SYSTEM_FIELDS["epoch"]), "signature"),
+     "signature"),
+    ("epoch number negative", {**records.make_record(5, "epoch", "_system", TIME,
+                                                     SYSTEM_FIELDS["epoch"]), "epoch": -1},
+     "epoch"),
+    ("anchor direction", {**records.make_record(5, "anchor", "_system", TIME,
+                                                SYSTEM_FIELDS["anchor"]), "direction": "sideways"},
+     "direction"),
+    ("anchor extra", {**records.make_record(5, "anchor", "_system", TIME,
+                                            SYSTEM_FIELDS["anchor"]), "bundle": "x"}, "bundle"),
 ]
 
 
