@@ -129,8 +129,10 @@ def _write_out(data: bytes, out: str | None) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     origin = args.origin or f"vantio.appliance/{socket.gethostname()}/ledger"
     verifier = writer.init(args.dir, origin, use_flags=not args.no_flags)
-    print(f"initialized ledger in {args.dir}", file=sys.stderr)
+    print(f"initialized ledger in {args.dir}; hand both verifier keys to the auditors "
+          "(vkey, then epoch0.vkey):", file=sys.stderr)
     print(verifier)
+    print(writer.epoch0_verifier(args.dir))
     return EXIT_OK
 
 
@@ -185,7 +187,8 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> writer.Ledger:
-    return writer.Ledger(args.dir, use_flags=not getattr(args, "no_flags", False))
+    return writer.Ledger(args.dir, use_flags=not getattr(args, "no_flags", False),
+                         epoch_seconds=getattr(args, "epoch_seconds", writer.DEFAULT_EPOCH_S))
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
@@ -259,7 +262,8 @@ def _print_report(report: Report) -> None:
     for s in report.segments:
         mark = "ok" if s.flags_ok else "FLAGS"
         print(f"  {s.name}  {s.state:6}  {s.records:>9} records  {s.flags:11} {mark}")
-    for w in report.warnings:
+    print(f"epochs     {report.epochs}")
+    for w in [*report.notices, *report.warnings]:
         print(f"warning: {w}")
     rate = report.records / report.seconds if report.seconds else 0
     if report.ok:
@@ -272,9 +276,10 @@ def _print_report(report: Report) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     verifier = _verifier(args.vkey) if args.vkey else None
+    epoch0 = _verifier(args.epoch_key) if args.epoch_key else None
     progress = Progress("verify")
     try:
-        report = verify_dir(args.dir, verifier, jobs=args.jobs,
+        report = verify_dir(args.dir, verifier, epoch0=epoch0, jobs=args.jobs,
                             progress=lambda d, t: progress(d, t, "bytes"))
     except VerifyError as exc:
         _die(str(exc))
@@ -342,7 +347,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls = serve.TLS(args.listen, args.tls_cert, args.tls_key)
     try:
         serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
-                    use_flags=not args.no_flags, log_level=args.log_level, tls=tls)
+                    use_flags=not args.no_flags, log_level=args.log_level, tls=tls,
+                    epoch_seconds=args.epoch_seconds)
     except RuntimeError as exc:
         _die(str(exc))
     return EXIT_OK
@@ -420,6 +426,12 @@ def _tls_options(p: argparse.ArgumentParser, listen_help: str) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def _epoch_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epoch-seconds", type=float, default=writer.DEFAULT_EPOCH_S,
+                   metavar="S", help="begin a new epoch key when the current one is this old "
+                   f"(default {writer.DEFAULT_EPOCH_S:g}; also at every seal)")
+
+
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str,
              ledger_dir: bool = True) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
@@ -464,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="JSON lines (default - for stdin)")
     p.add_argument("--tenant", default="default", help="tenant the records belong to")
     p.add_argument("--batch", type=int, default=1024, help="records per group commit")
+    _epoch_option(p)
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 
     p = _command(sub, "seal", cmd_seal, "seal the active segment now (+i) and start the next; "
@@ -483,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "verify", cmd_verify, "verify the whole ledger offline: exit 0 intact, "
                  "1 it does not verify (first finding named), 2 unreadable")
     p.add_argument("--vkey", type=Path, help="trusted verifier key file (default DIR/vkey)")
+    p.add_argument("--epoch-key", type=Path, help="trusted epoch-0 verifier key file (default "
+                   "DIR/epoch0.vkey, the host's own copy: a warning says so)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--jobs", type=int, help="processes to scan segments with (default: cores)")
 
@@ -516,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-mode", default="660", help="socket file mode, octal (default 660)")
     p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
     _tls_options(p, "also serve TCP with TLS, through a front process (see vantio front)")
+    _epoch_option(p)
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 
     p = _command(top, "front", cmd_front, "serve TCP with TLS in front of the service's unix "

@@ -38,7 +38,7 @@ from .commit import Busy, GroupCommitter, Outcome, Settle, Waiter, settle_here
 from .index import Index
 from .records import EventFields, validation_error
 from .records import Tenant as TenantName
-from .writer import Ack, Ledger, LedgerUnavailable, Submission
+from .writer import Ack, EpochKeyGone, Ledger, LedgerUnavailable, Submission
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as Protocol
@@ -211,7 +211,9 @@ class App:
 
     def start(self, root: Path, use_flags: bool = True,
               loop: asyncio.AbstractEventLoop | None = None) -> None:
-        ledger = Ledger(root, use_flags=use_flags)
+        epoch_s = os.environ.get("VANTIO_EPOCH_SECONDS")
+        ledger = (Ledger(root, use_flags=use_flags, epoch_seconds=float(epoch_s)) if epoch_s
+                  else Ledger(root, use_flags=use_flags))
         index = Index(ledger.layout)
         index.load()
         ledger.observer = index.observe
@@ -354,22 +356,35 @@ class App:
         return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
                             ), [JSON_TYPE, ("x-vantio-signature", signature)]
 
-    def _signed(self, size: int, root: bytes) -> bytes:
+    def _signed(self, size: int, root: bytes) -> bytes | None:
+        """Identity and epoch signatures (writer.Ledger.sign_checkpoint); None when the epoch
+        key of that size was destroyed while the request ran: the caller reads a newer head."""
         assert self.ledger is not None
-        return cpmod.sign(cpmod.Checkpoint(self.ledger.origin, size, root), self.ledger.signer)
+        try:
+            return self.ledger.sign_checkpoint(size, root)
+        except EpochKeyGone:
+            return None
 
     async def _get_checkpoint(self, tenant: keys.Tenant, scope: Scope, proto: Protocol
                               ) -> Response:
         assert self.index is not None
-        size, root = self.index.head()
-        return 200, self._signed(size, root), [("content-type", "text/plain; charset=utf-8")]
+        for _ in range(3):
+            size, root = self.index.head()
+            if (signed := self._signed(size, root)) is not None:
+                return 200, signed, [("content-type", "text/plain; charset=utf-8")]
+        raise HTTPError(503, "epoch rotation under way", headers=[("retry-after", "1")])
 
     async def _get_record(self, tenant: keys.Tenant, trace_id: str) -> Response:
         assert self.index is not None
-        found = self.index.find(trace_id)  # reader keys are auditors': they read every tenant
-        if found is None:
-            raise HTTPError(404, "no record with this trace id")
-        proof = cpmod.format_inclusion(found.seq, found.path, self._signed(found.size, found.root))
+        for _ in range(3):
+            found = self.index.find(trace_id)  # reader keys are auditors': they read all tenants
+            if found is None:
+                raise HTTPError(404, "no record with this trace id")
+            if (signed := self._signed(found.size, found.root)) is not None:
+                break
+        else:
+            raise HTTPError(503, "epoch rotation under way", headers=[("retry-after", "1")])
+        proof = cpmod.format_inclusion(found.seq, found.path, signed)
         return 200, _ENCODE({"record": msgspec.Raw(found.line), "seq": found.seq,
                              "proof": proof.decode()}), [JSON_TYPE]
 

@@ -50,11 +50,7 @@ def write_private(path: Path, data: bytes) -> None:
         if fd >= 0:
             os.close(fd)
         tmp.unlink(missing_ok=True)
-    fsync = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fsync)
-    finally:
-        os.close(fsync)
+    fsync_dir(path.parent)
 
 
 def make_private_dir(path: Path) -> None:
@@ -62,21 +58,59 @@ def make_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def generate_identity(path: Path) -> Ed25519PrivateKey:
+def generate_key(path: Path) -> Ed25519PrivateKey:
+    """A new Ed25519 key, written to ``path`` (PKCS#8 PEM, 0600, durable, exclusive)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     write_private(path, pem)
     return key
 
 
-def load_identity(path: Path) -> Ed25519PrivateKey:
+def generate_identity(path: Path) -> Ed25519PrivateKey:
+    return generate_key(path)
+
+
+def load_key(path: Path, what: str = "identity key") -> Ed25519PrivateKey:
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise KeyFileError(f"cannot load identity key {path}: {exc}") from None
+        raise KeyFileError(f"cannot load {what} {path}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} is not an Ed25519 key")
     return key
+
+
+def load_identity(path: Path) -> Ed25519PrivateKey:
+    return load_key(path, "identity key")
+
+
+def shred(path: Path) -> None:
+    """Overwrite ``path`` in place with random bytes and fsync: the key it held is gone
+    from this file's blocks (not from copies a journal, SSD or backup may keep)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        view = memoryview(secrets.token_bytes(max(os.fstat(fd).st_size, 1)))
+        offset = 0
+        while offset < len(view):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def destroy(path: Path) -> None:
+    """Shred a private key file, unlink it, and make the unlink durable."""
+    shred(path)
+    path.unlink()
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,36 @@ class Layout:
         return self.root / "vkey"
 
     @property
+    def epoch0_vkey(self) -> Path:
+        """Epoch 0's verifier key, public: handed to auditors with ``vkey``."""
+        return self.root / "epoch0.vkey"
+
+    @property
     def keys(self) -> Path:
         return self.root / "keys"
 
     @property
     def identity(self) -> Path:
         return self.keys / "identity.key"
+
+    @property
+    def epoch_key(self) -> Path:
+        """The current epoch's private key (docs/anchoring.md section 1)."""
+        return self.keys / "epoch.key"
+
+    @property
+    def epoch_next(self) -> Path:
+        """The next epoch's private key, only while a rotation is under way."""
+        return self.keys / "epoch.next"
+
+    @property
+    def anchors(self) -> Path:
+        return self.root / "anchors"
+
+    @property
+    def last_export(self) -> Path:
+        """The signed checkpoint of the last anchor export."""
+        return self.anchors / "last-export"
 
     @property
     def tenants(self) -> Path:

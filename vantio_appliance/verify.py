@@ -1,10 +1,13 @@
-"""Offline verification of a ledger directory, trusting nothing but a verifier key.
+"""Offline verification of a ledger directory, trusting nothing but two public keys:
+the identity verifier key and the epoch-0 verifier key, as handed out at init.
 
 Each segment is scanned on its own (in parallel where there are several):
 canonical form, schema, sequence, torn-tail rules, leaf hashes. The main
 process then checks what spans segments: file names against the sequence,
-the genesis record against the key, every seal against the tree of all
-records before it, and the latest checkpoint.
+the genesis record against the key, the epoch chain (each epoch record signed
+by the previous epoch's key, committing to the tree before it), every seal
+against the tree of all records before it and the epoch in force, and the
+latest checkpoint.
 """
 
 from __future__ import annotations
@@ -25,8 +28,19 @@ from . import checkpoint as cpmod
 from . import merkle, note
 from ._internal import osutil
 from .canonical import encode as canonical_encode
+from .epoch import EpochChain, EpochError
 from .layout import Layout, segment_first_seq
-from .records import SYSTEM_TENANT, Event, Genesis, Record, RecordError, Seal, Torn, decode_record
+from .records import (
+    SYSTEM_TENANT,
+    Epoch,
+    Event,
+    Genesis,
+    Record,
+    RecordError,
+    Seal,
+    Torn,
+    decode_record,
+)
 
 MAX_FINDINGS: Final = 100
 
@@ -198,6 +212,8 @@ class Report:
     findings: list[Finding]
     warnings: list[str]
     seconds: float
+    epochs: int = 0  # epoch records verified along the chain
+    notices: list[str] = field(default_factory=list)  # what the verification had to trust
 
     @property
     def ok(self) -> bool:
@@ -220,12 +236,19 @@ Progress = Callable[[int, int], None]
 
 
 class _Checker:
-    """The cross-segment state of one verification."""
+    """The cross-segment state of one verification.
 
-    def __init__(self, layout: Layout, verifier: note.Verifier) -> None:
-        self.layout = layout
+    With ``known_epochs`` the chain is complete already (a bundle's epochs
+    file), and epoch records met in the segments must match it; otherwise
+    they are accepted into it one by one, in ledger order.
+    """
+
+    def __init__(self, verifier: note.Verifier, chain: EpochChain,
+                 tree: merkle.CompactRange | None = None, known_epochs: bool = False) -> None:
         self.verifier = verifier
-        self.tree = merkle.CompactRange()
+        self.chain = chain
+        self.known_epochs = known_epochs
+        self.tree = tree.copy() if tree is not None else merkle.CompactRange()
         self.broken = False  # the sequence broke: roots from here on mean nothing
         self.findings: list[Finding] = []
         self.checkpoint: cpmod.Checkpoint | None = None
@@ -274,14 +297,38 @@ class _Checker:
                                              "than the trusted verifier key"))
         elif isinstance(rec, Seal):
             self.seal(name, seq, rec)
+        elif isinstance(rec, Epoch):
+            self.epoch(name, seq, rec)
         elif seq == 0:
             self.findings.append(Finding(name, seq, "seq 0 is not a genesis record"))
 
+    def epoch(self, name: str, seq: int, rec: Epoch) -> None:
+        """An epoch record: in the chain, and committing to the tree of the records before it."""
+        root = base64.b64encode(self.tree.root()).decode()
+        if rec.root != root:
+            self.findings.append(Finding(name, seq, f"epoch {rec.epoch}: record commits to a "
+                                         "root that does not match the records before it"))
+        if self.known_epochs:
+            known = next((e for e in self.chain.epochs if e.n == rec.epoch), None)
+            same = known is not None and (known.seq, str(known.verifier), base64.b64encode(
+                known.root).decode()) == (seq, rec.vkey, rec.root)
+            if not same:
+                self.findings.append(Finding(name, seq, f"epoch {rec.epoch}: record differs "
+                                             "from the verified epoch chain"))
+            return
+        try:
+            self.chain.accept(rec.epoch, seq, rec.root, rec.vkey, rec.signature)
+        except EpochError as exc:
+            self.findings.append(Finding(name, seq, str(exc)))
+
     def seal(self, name: str, seq: int, rec: Seal) -> None:
         try:
-            cp = cpmod.open_signed(rec.checkpoint.encode(), [self.verifier])
+            cp = self.chain.open_checkpoint(rec.checkpoint.encode(), "seal checkpoint")
         except (note.NoteError, cpmod.FormatError) as exc:
             self.findings.append(Finding(name, seq, f"seal checkpoint: {exc}"))
+            return
+        except EpochError as exc:
+            self.findings.append(Finding(name, seq, str(exc)))
             return
         if rec.segment != name:
             self.findings.append(Finding(name, seq, f"seal names segment {rec.segment}"))
@@ -291,35 +338,53 @@ class _Checker:
 
 
 def _trusted_checkpoint(layout: Layout, verifier: note.Verifier,
-                        findings: list[Finding]) -> cpmod.Checkpoint | None:
+                        findings: list[Finding]) -> tuple[bytes, cpmod.Checkpoint | None]:
+    """The checkpoint file, its identity signature checked (its epoch's is checked last)."""
     try:
         data = layout.checkpoint.read_bytes()
     except FileNotFoundError:
         findings.append(Finding(None, None, "no checkpoint file"))
-        return None
+        return b"", None
     try:
-        return cpmod.open_signed(data, [verifier])
+        return data, cpmod.open_signed(data, [verifier])
     except (note.NoteError, cpmod.FormatError) as exc:
         findings.append(Finding(None, None, f"checkpoint: {exc}"))
-        return None
+        return data, None
+
+
+def _key(path: Path) -> note.Verifier:
+    try:
+        return note.Verifier.parse(path.read_text())
+    except (OSError, note.NoteError) as exc:
+        raise VerifyError(f"cannot read verifier key {path}: {exc}") from None
 
 
 def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
+               epoch0: note.Verifier | None = None,
                progress: Progress | None = None, jobs: int | None = None) -> Report:
-    """Verify the ledger in ``root``; ``verifier`` defaults to ``root/vkey`` (an auditor
-    should pass the copy they trust instead)."""
+    """Verify the ledger in ``root``. ``verifier`` defaults to ``root/vkey`` and ``epoch0``
+    to ``root/epoch0.vkey``: the host's copies, which a root attacker can replace. An
+    auditor passes the copies handed out at init instead (``notices`` says which were used).
+    """
     started = time.perf_counter()
     layout = Layout(root)
+    notices = []
     if verifier is None:
-        try:
-            verifier = note.Verifier.parse(layout.vkey.read_text())
-        except (OSError, note.NoteError) as exc:
-            raise VerifyError(f"cannot read verifier key {layout.vkey}: {exc}") from None
+        verifier = _key(layout.vkey)
+    if epoch0 is None:
+        epoch0 = _key(layout.epoch0_vkey)
+        notices.append(f"epoch-0 key taken from {layout.epoch0_vkey}, the host's own copy: "
+                       "pass --epoch-key with the copy handed out at init to rule out a "
+                       "history re-signed from scratch")
+    try:
+        chain = EpochChain(verifier, epoch0)
+    except EpochError as exc:
+        raise VerifyError(str(exc)) from None
     names = layout.segment_names()
     if not names:
         raise VerifyError(f"no segments in {layout.segments}")
-    check = _Checker(layout, verifier)
-    check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
+    check = _Checker(verifier, chain)
+    signed, check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
     cut = check.checkpoint.size if check.checkpoint else None
     try:
         tasks = [_tasks(layout.segments / n, n, cut) for n in names]
@@ -347,10 +412,16 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
         elif check.checkpoint_root != cp.root:
             check.findings.append(Finding(None, cp.size, "checkpoint root does not match the "
                                           "records"))
+        try:
+            chain.open_checkpoint(signed)
+        except EpochError as exc:
+            check.findings.append(Finding(None, cp.size, str(exc)))
+        except (note.NoteError, cpmod.FormatError) as exc:  # checked already; for mypy's sake
+            check.findings.append(Finding(None, cp.size, f"checkpoint: {exc}"))
     return Report(str(root), verifier.name, check.tree.size,
                   base64.b64encode(check.tree.root()).decode(), cp.size if cp else None,
                   segments, check.findings[:MAX_FINDINGS], _warnings(layout, names, segments),
-                  time.perf_counter() - started)
+                  time.perf_counter() - started, len(chain.epochs), notices)
 
 
 def _tasks(path: Path, name: str, cut: int | None) -> list[_Task]:

@@ -8,7 +8,11 @@ Invariants the rest of the product relies on:
 - a segment goes from append-only (+a) to immutable (+i) in one ioctl, after
   its `seal` record is durable, so there is no moment at which it is writable;
 - after a crash, opening the ledger finishes any half-done seal and excuses a
-  torn tail with a `torn` record: the sequence continues, nothing is lost.
+  torn tail with a `torn` record: the sequence continues, nothing is lost;
+- every checkpoint it signs carries the identity signature and the signature of
+  the epoch in force at its size; an epoch's private key is destroyed as soon
+  as the next epoch's record is durable (docs/anchoring.md section 1), and
+  rotation happens at every seal and when an epoch is ``epoch_seconds`` old.
 """
 
 from __future__ import annotations
@@ -21,19 +25,23 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from msgspec import UNSET
 
 from . import checkpoint as cpmod
-from . import keys, merkle, note
+from . import epoch, keys, merkle, note
 from ._internal import osutil
 from .canonical import CanonicalError, decode, encode, encode_lines
 from .layout import Layout, segment_first_seq, segment_name
 from .records import (
     SYSTEM_TENANT,
+    Anchor,
+    Epoch,
     Event,
     EventFields,
     Genesis,
@@ -53,6 +61,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 2**20
 DEFAULT_SEGMENT_AGE_S: Final = 86_400
+DEFAULT_EPOCH_S: Final = 900
 #: Under load the checkpoint file is replaced at most this often (it always is on seal,
 #: close and ``flush``): replacing a file on ext4 costs more than the fdatasync.
 PUBLISH_INTERVAL_S: Final = 0.010
@@ -64,6 +73,21 @@ class LedgerError(RuntimeError):
 
 class LedgerUnavailable(LedgerError):
     """A write failed (disk full, I/O error): nothing of the batch is acknowledged."""
+
+
+class EpochKeyGone(LedgerError):
+    """A checkpoint of that size needs an epoch key that has been destroyed: sign a newer one."""
+
+
+@dataclass(frozen=True)
+class _EpochSigner:
+    """An epoch whose private key this process holds."""
+
+    n: int
+    seq: int  # of its epoch record: it signs checkpoints of sizes > seq
+    signer: note.Signer
+    key: Ed25519PrivateKey  # to sign the next epoch's statement
+    started_ns: int  # CLOCK_REALTIME of its record: rotation by age counts from here
 
 
 class Submission(msgspec.Struct, frozen=True, gc=False):
@@ -108,14 +132,17 @@ class Ledger:
     """An open ledger directory, held exclusively by this process."""
 
     def __init__(self, root: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 segment_age_s: float = DEFAULT_SEGMENT_AGE_S, use_flags: bool = True) -> None:
+                 segment_age_s: float = DEFAULT_SEGMENT_AGE_S,
+                 epoch_seconds: float = DEFAULT_EPOCH_S, use_flags: bool = True) -> None:
         self.layout = Layout(root)
         self.segment_bytes = segment_bytes
         self.segment_age_ns = int(segment_age_s * 1e9)
+        self.epoch_age_ns = int(epoch_seconds * 1e9)
         self.use_flags = use_flags
         self._lock_fd = self._lock()
         try:
             ident = keys.load_identity(self.layout.identity)
+            self._identity_key = ident  # signs epoch 0's statement
             self.origin = note.Verifier.parse(self.layout.vkey.read_text()).name
             self.signer = note.Signer(self.origin, ident)
             if self.signer.verifier != note.Verifier.parse(self.layout.vkey.read_text()):
@@ -125,6 +152,10 @@ class Ledger:
             self._tree = merkle.CompactRange()
             self._fd = -1
             self._dirty = False
+            # (current epoch, next epoch while a rotation is under way); replaced whole, so
+            # that a thread signing for the ingest API always sees a consistent pair
+            self._epochs: tuple[_EpochSigner, _EpochSigner | None] | None = None
+            self._seen_epoch: tuple[int, dict[str, Any]] | None = None
             self._published_at = 0.0
             self._unpublished = False
             self.fsync_stats = (0, 0.0)  # (count, seconds): for the service's metrics
@@ -158,30 +189,105 @@ class Ledger:
         names = self.layout.segment_names()
         if not names:
             self._open_segment(0)
-            self._commit([self._genesis()])
+            self._begin()
             return
+        self._seen_epoch = None
         start, offset = self._load_state(names)
         for name in names[start:-1]:
             self._absorb(name, offset, active=False)
             offset = 0
         self.active = names[-1]
+        self._active_first = segment_first_seq(self.active)
         self._absorb(self.active, offset, active=True)
         for name in names[:-1]:
             self._make_immutable(self.layout.segments / name)
+        self._resume_epochs(names)
         if self._last_kind == "seal" and self._torn is None:
             self._finish_seal()  # crashed between the seal record and the next segment
-            return
+        else:
+            try:
+                self._fd = os.open(self.layout.segments / self.active,
+                                   os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            except PermissionError:
+                raise LedgerError(f"the active segment {self.active} is immutable but not "
+                                  "sealed; run vantio ledger verify") from None
+            self._make_append_only()  # a crash can come between creating a segment and its +a
+            if self._torn is not None:
+                self._append_torn()
+            self._point_link()
+            self._publish()
+        assert self._epochs is not None
+        if self._epochs[0].seq < self._active_first:
+            self.rotate_if_due()  # a crash came between a seal and the rotation after it
+
+    def _begin(self) -> None:
+        """A new ledger's first group: genesis, and epoch 0 signed by the identity key."""
+        key = keys.load_key(self.layout.epoch_key, "epoch key")
+        signer = note.Signer(epoch.key_name(self.origin, 0), key)
         try:
-            self._fd = os.open(self.layout.segments / self.active,
-                               os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        except PermissionError:
-            raise LedgerError(f"the active segment {self.active} is immutable but not sealed; "
-                              "run vantio ledger verify") from None
-        self._make_append_only()  # a crash can come between creating a segment and its +a
-        if self._torn is not None:
-            self._append_torn()
-        self._point_link()
-        self._publish()
+            published = note.Verifier.parse(self.layout.epoch0_vkey.read_text())
+        except (OSError, note.NoteError) as exc:
+            raise LedgerError(f"cannot read {self.layout.epoch0_vkey}: {exc}") from None
+        if published != signer.verifier:
+            raise LedgerError(f"{self.layout.epoch0_vkey} does not match {self.layout.epoch_key}")
+        genesis = self._genesis()
+        root = merkle.leaf_hash(genesis)  # the tree of the genesis record alone
+        vkey = str(signer.verifier)
+        first = self._system(Epoch, seq=1, epoch=0, root=base64.b64encode(root).decode(),
+                             vkey=vkey, signature=epoch.sign_statement(
+                                 self._identity_key, self.origin, 0, 1, root, vkey))
+        self._epochs = (_EpochSigner(0, 1, signer, key, time.time_ns()), None)
+        self._commit([genesis, first])
+
+    def _resume_epochs(self, names: list[str]) -> None:
+        """Find the current epoch and its key; finish or undo a rotation a crash cut short."""
+        found = self._seen_epoch or self._find_epoch(names)
+        if found is None:
+            raise LedgerError(f"{self.layout.root} has no epoch record (its init did not "
+                              "finish, or it predates epoch keys): it cannot be signed for")
+        seq, rec = found
+        n, vkey = int(rec["epoch"]), note.Verifier.parse(rec["vkey"])
+        for tmp in self.layout.keys.glob(".epoch.*.tmp"):  # step 1 cut short in write_private
+            keys.destroy(tmp)
+        nxt_path = self.layout.epoch_next
+        if nxt_path.exists():
+            try:
+                named = keys.load_key(nxt_path, "next epoch key").public_key().public_bytes_raw(
+                ) == vkey.public
+            except keys.KeyFileError:
+                named = False
+            if named:  # step 2 was durable: finish step 3
+                self._install_next()
+                log.warning("finished an interrupted rotation to epoch %d", n)
+            else:  # step 2 never happened: the key never signed anything
+                keys.destroy(nxt_path)
+                log.warning("discarded the key of a rotation that did not reach the ledger")
+        key = keys.load_key(self.layout.epoch_key, "epoch key")
+        signer = note.Signer(epoch.key_name(self.origin, n), key)
+        if signer.verifier != vkey:
+            raise LedgerError(f"{self.layout.epoch_key} is not the key of epoch {n} (the "
+                              f"ledger's last epoch record, seq {seq})")
+        self._epochs = (_EpochSigner(n, seq, signer, key, int(rec["time"]["real_ns"])), None)
+
+    def _find_epoch(self, names: list[str]) -> tuple[int, dict[str, Any]] | None:
+        """The last epoch record on disk, searched from the end (usually in the active
+        segment, which a rotation at seal begins)."""
+        needle = b'"kind":"epoch"'  # canonical JSON: a string value cannot contain it unescaped
+        for name in reversed(names):
+            data = (self.layout.segments / name).read_bytes()
+            end = len(data)
+            while (at := data.rfind(needle, 0, end)) >= 0:
+                lo, hi = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+                end = lo
+                if hi < 0:
+                    continue  # torn bytes
+                try:
+                    rec = decode(data[lo:hi])
+                except CanonicalError:
+                    continue
+                if type(rec) is dict and rec.get("kind") == "epoch":
+                    return int(rec["seq"]), rec
+        return None
 
     def _load_state(self, names: list[str]) -> tuple[int, int]:
         """Resume from the cached right edge of the tree when it fits the files."""
@@ -227,6 +333,8 @@ class Ledger:
                 if bad_at is not None:
                     raise LedgerError(f"{name}: bytes at {bad_at} are not records and not torn; "
                                       "run vantio ledger verify")
+                if rec["kind"] == "epoch":
+                    self._seen_epoch = (self._tree.size, rec)
                 self._tree.append(merkle.leaf_hash(line))
                 self._last_kind = rec["kind"]
             pos = end + 1
@@ -244,9 +352,10 @@ class Ledger:
 
     # -- records ---------------------------------------------------------------
 
-    def _system(self, kind: type[SystemRecord], **fields: Any) -> bytes:
-        return encode(kind(v=1, seq=self._tree.size, trace_id=new_trace_id(),
-                           tenant=SYSTEM_TENANT, time=_time(osutil.clock_error_ns()), **fields))
+    def _system(self, kind: type[SystemRecord], seq: int | None = None, **fields: Any) -> bytes:
+        return encode(kind(v=1, seq=self._tree.size if seq is None else seq,
+                           trace_id=new_trace_id(), tenant=SYSTEM_TENANT,
+                           time=_time(osutil.clock_error_ns()), **fields))
 
     def _genesis(self) -> bytes:
         return self._system(Genesis, origin=self.origin, vkey=str(self.signer.verifier))
@@ -286,8 +395,23 @@ class Ledger:
         self._write_commit(data, leaves)
         acks = [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
                 for e, leaf in zip(events, leaves, strict=True)]
-        self.rotate_if_due()
+        self.rotate_if_due()  # never raises for a failed write: these records are durable
         return acks
+
+    def anchor(self, direction: str, size: int, root: bytes, *, manifest: str | None = None,
+               evidence: list[str] | None = None) -> int:
+        """Append an `anchor` record (durable when this returns); returns its seq."""
+        self._repair()
+        fields: dict[str, Any] = {"direction": direction, "size": size,
+                                  "root": base64.b64encode(root).decode()}
+        if manifest is not None:
+            fields["manifest"] = manifest
+        if evidence is not None:
+            fields["evidence"] = evidence
+        seq = self._tree.size
+        self._commit([self._system(Anchor, **fields)])
+        self._publish()
+        return seq
 
     # -- writing ---------------------------------------------------------------
 
@@ -344,6 +468,7 @@ class Ledger:
                 data = f.read(self._offset - taken)
             self.observer(self.active, taken, data,
                           [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]])
+        self._settle_rotation()
         if self._torn is not None:
             self._append_torn()
         self._dirty = False
@@ -389,8 +514,86 @@ class Ledger:
         return self._unpublished
 
     def signed_checkpoint(self) -> bytes:
-        cp = cpmod.Checkpoint(self.origin, self._tree.size, self._tree.root())
-        return cpmod.sign(cp, self.signer)
+        """The checkpoint of the whole durable tree, signed by identity and epoch keys."""
+        return self.sign_checkpoint(self._tree.size, self._tree.root())
+
+    def sign_checkpoint(self, size: int, root: bytes) -> bytes:
+        """Sign a checkpoint of ``size`` (a size this ledger has had) with the identity key
+        and the key of the epoch in force at that size.
+
+        Safe to call from another thread than the writer's. Raises EpochKeyGone
+        when that epoch's key has been destroyed: sign a newer tree instead.
+        """
+        assert self._epochs is not None
+        cur, nxt = self._epochs
+        held = nxt if nxt is not None and size > nxt.seq else cur
+        if size <= held.seq:
+            raise EpochKeyGone(f"the key of the epoch in force at tree size {size} is "
+                               f"destroyed (epoch {held.n} begins at seq {held.seq})")
+        return cpmod.sign(cpmod.Checkpoint(self.origin, size, root), self.signer, held.signer)
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch's number."""
+        assert self._epochs is not None
+        return self._epochs[0].n
+
+    # -- epochs ----------------------------------------------------------------
+
+    def rotate_epoch(self) -> None:
+        """Begin the next epoch and destroy the current one's key: the three steps of
+        docs/anchoring.md section 1. Raises LedgerUnavailable when a write fails; the
+        next commit then finishes or undoes the rotation from what reached the disk."""
+        self._repair()
+        assert self._epochs is not None
+        cur = self._epochs[0]
+        n, seq, root = cur.n + 1, self._tree.size, self._tree.root()
+        try:  # step 1: the new key, durable before anything names it
+            key = keys.generate_key(self.layout.epoch_next)
+        except OSError as exc:
+            raise LedgerUnavailable(f"epoch rotation: cannot write {self.layout.epoch_next}: "
+                                    f"{exc.strerror}") from None
+        signer = note.Signer(epoch.key_name(self.origin, n), key)
+        vkey = str(signer.verifier)
+        line = self._system(Epoch, epoch=n, root=base64.b64encode(root).decode(), vkey=vkey,
+                            signature=epoch.sign_statement(cur.key, self.origin, n, seq, root,
+                                                           vkey))
+        nxt = _EpochSigner(n, seq, signer, key, time.time_ns())
+        self._epochs = (cur, nxt)  # sizes > seq are signed by the new key from here on
+        self._commit([line])  # step 2: the epoch record, fdatasync'd
+        try:
+            self._install_next()  # step 3: destroy the old key
+        except OSError as exc:
+            self._dirty = True  # the next commit's repair retries step 3
+            raise LedgerUnavailable(f"epoch rotation: cannot destroy the old key: "
+                                    f"{exc.strerror}") from None
+        self._epochs = (nxt, None)
+        log.info("epoch %d begins at seq %d", n, seq)
+
+    def _install_next(self) -> None:
+        """Step 3: overwrite epoch.key in place, fsync, rename epoch.next over it, fsync dir.
+        Idempotent: once epoch.next is gone, epoch.key is already the new key."""
+        key, nxt = self.layout.epoch_key, self.layout.epoch_next
+        if nxt.exists():
+            if key.exists():
+                keys.shred(key)
+            os.replace(nxt, key)
+        keys.fsync_dir(self.layout.keys)
+
+    def _settle_rotation(self) -> None:
+        """After a failed write during a rotation: keep the new epoch if its record reached
+        the ledger (it is then the record at the new epoch's seq), else discard its key."""
+        assert self._epochs is not None
+        cur, nxt = self._epochs
+        if nxt is None:
+            return
+        if self._tree.size > nxt.seq:
+            self._install_next()
+            self._epochs = (nxt, None)
+        else:
+            if self.layout.epoch_next.exists():
+                keys.destroy(self.layout.epoch_next)
+            self._epochs = (cur, None)
 
     @property
     def size(self) -> int:
@@ -399,18 +602,31 @@ class Ledger:
     # -- segments --------------------------------------------------------------
 
     def rotate_if_due(self) -> None:
-        """Seal the active segment when it is too large or too old."""
-        if (self._offset >= self.segment_bytes
-                or time.time_ns() - self._segment_start_ns >= self.segment_age_ns):
-            self.seal()
+        """Seal the active segment when it is too large or too old (which begins a new
+        epoch), or begin a new epoch when the current one is too old or a crash cut off
+        the rotation that follows a seal. A failed write is logged, not raised: the
+        caller's records are durable, and the next call tries again."""
+        now = time.time_ns()
+        assert self._epochs is not None
+        cur = self._epochs[0]
+        try:
+            if (self._offset >= self.segment_bytes
+                    or now - self._segment_start_ns >= self.segment_age_ns):
+                self.seal()
+            elif now - cur.started_ns >= self.epoch_age_ns or cur.seq < self._active_first:
+                self.rotate_epoch()
+        except LedgerUnavailable as exc:
+            log.warning("sealing or epoch rotation postponed: %s", exc)
 
     def seal(self) -> bytes:
-        """Seal the active segment and start the next; returns the sealed checkpoint."""
+        """Seal the active segment, start the next, and begin a new epoch in it, so that
+        the key that signed the seal is destroyed; returns the sealed checkpoint."""
         self._repair()
         signed = self.signed_checkpoint()
         line = self._system(Seal, segment=self.active, checkpoint=signed.decode())
         self._commit([line])
         self._finish_seal()
+        self.rotate_epoch()
         return signed
 
     def _finish_seal(self) -> None:
@@ -451,6 +667,7 @@ class Ledger:
 
     def _open_segment(self, first_seq: int) -> None:
         self.active = segment_name(first_seq)
+        self._active_first = first_seq
         self.layout.segments.mkdir(mode=0o750, exist_ok=True)
         path = self.layout.segments / self.active
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -498,7 +715,9 @@ class Ledger:
 
 
 def init(root: Path, origin: str, *, use_flags: bool = True) -> note.Verifier:
-    """Create a ledger directory: identity key, vkey, tenant `default`, genesis record."""
+    """Create a ledger directory: identity key, vkey, epoch-0 key and epoch0.vkey, tenant
+    `default`, then the genesis and epoch-0 records. Returns the identity verifier key
+    (``epoch0_verifier`` reads the other public key an auditor needs)."""
     layout = Layout(root)
     if layout.identity.exists() or layout.segment_names():
         raise LedgerError(f"{root} holds a ledger already")
@@ -506,10 +725,22 @@ def init(root: Path, origin: str, *, use_flags: bool = True) -> note.Verifier:
     keys.make_private_dir(layout.keys)
     verifier = note.Signer(origin, keys.generate_identity(layout.identity)).verifier
     osutil.replace_file(layout.vkey, f"{verifier}\n".encode(), 0o644, durable=True)
+    epoch0 = note.Signer(epoch.key_name(origin, 0), keys.generate_key(layout.epoch_key))
+    osutil.replace_file(layout.epoch0_vkey, f"{epoch0.verifier}\n".encode(), 0o644,
+                        durable=True)
     keys.TenantStore(layout.tenants).add("default")
     Ledger(root, use_flags=use_flags).close()
     return verifier
 
 
-__all__ = ["Ack", "Ledger", "LedgerError", "LedgerUnavailable", "RecordError", "Submission",
-           "init", "submission"]
+def epoch0_verifier(root: Path) -> note.Verifier:
+    """The ledger's epoch-0 verifier key, from ``epoch0.vkey`` (the host's copy)."""
+    path = Layout(root).epoch0_vkey
+    try:
+        return note.Verifier.parse(path.read_text())
+    except (OSError, note.NoteError) as exc:
+        raise LedgerError(f"cannot read {path}: {exc}") from None
+
+
+__all__ = ["Ack", "EpochKeyGone", "Ledger", "LedgerError", "LedgerUnavailable", "RecordError",
+           "Submission", "epoch0_verifier", "init", "submission"]

@@ -310,8 +310,9 @@ class Server:
     """`vantio serve --dir ROOT --socket SOCK` in its own session and process group."""
 
     def __init__(self, root: Path, sock: Path, log: Path,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.root, self.sock, self.log = root, sock, log
+        self.args = args
         self.env = {**cli_env(), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped_in: float | None = None
@@ -322,7 +323,7 @@ class Server:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vantio_appliance.cli", "serve", "--dir", str(self.root),
-                 "--socket", str(self.sock), "--log-level", "warning"],
+                 "--socket", str(self.sock), "--log-level", "warning", *self.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
                 start_new_session=True)
         return self.proc
@@ -408,9 +409,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(root: Path, sock: Path, log: Path,
-            env: Mapping[str, str] | None = None) -> Iterator[Server]:
-    server = Server(root, sock, log, env)
+def running(root: Path, sock: Path, log: Path, env: Mapping[str, str] | None = None,
+            args: tuple[str, ...] = ()) -> Iterator[Server]:
+    server = Server(root, sock, log, env, args)
     try:
         yield server.start()
     finally:

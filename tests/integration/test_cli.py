@@ -85,26 +85,31 @@ def test_help_for_every_command_and_subcommand() -> None:
 def test_init_prints_the_vkey_and_keeps_keys_private(tmp_path: Path) -> None:
     root = tmp_path / "l"
     res = _ok(cli("ledger", "init", "--dir", root, "--origin", ORIGIN, umask=0))
-    assert res.stdout.count("\n") == 1
-    vkey_text = res.stdout.strip()
+    assert res.stdout.count("\n") == 2  # the identity key, then the epoch-0 key
+    vkey_text, epoch0_text = res.stdout.splitlines()
     verifier = note.Verifier.parse(vkey_text)
     assert verifier.name == ORIGIN
     assert (root / "vkey").read_text().strip() == vkey_text
+    assert note.Verifier.parse(epoch0_text).name == f"{ORIGIN}/epoch/0"
+    assert (root / "epoch0.vkey").read_text().strip() == epoch0_text
+    assert "epoch0.vkey" in res.stderr
     layout = Layout(root)
     # keys 0700, the files in them 0600, whatever the umask (this ran with umask 0)
     assert _mode(layout.keys) == 0o700
     assert _mode(layout.tenants) == 0o700
     private = [p for p in layout.keys.rglob("*") if p.is_file()]
     assert {p.relative_to(layout.keys).as_posix() for p in private} == {
-        "identity.key", "tenants/default.json"}
+        "identity.key", "epoch.key", "tenants/default.json"}
     for p in private:
         assert _mode(p) == 0o600, (p, oct(_mode(p)))
     assert not _mode(root / "vkey") & 0o022
-    # the checkpoint is signed by the printed key and covers the genesis record
+    assert not _mode(root / "epoch0.vkey") & 0o022
+    # the checkpoint is signed by the printed key and covers the genesis and epoch-0 records
     cp = cpmod.open_signed((root / "checkpoint").read_bytes(), [verifier])
-    assert (cp.origin, cp.size) == (ORIGIN, 1)
-    genesis = json.loads(segments(root)[0].read_bytes())
+    assert (cp.origin, cp.size) == (ORIGIN, 2)
+    genesis, first = map(json.loads, segments(root)[0].read_bytes().splitlines())
     assert (genesis["kind"], genesis["vkey"], genesis["origin"]) == ("genesis", vkey_text, ORIGIN)
+    assert (first["kind"], first["epoch"], first["vkey"]) == ("epoch", 0, epoch0_text)
     assert os.readlink(layout.link) == f"segments/{segments(root)[0].name}"
     # not twice
     again = cli("ledger", "init", "--dir", root, "--origin", ORIGIN)
@@ -147,7 +152,7 @@ def test_append_acks_with_receipts(ledger_dir: Path) -> None:
                   stdin=_jsonl(records)))
     acks = [json.loads(ln) for ln in res.stdout.splitlines()]
     assert len(acks) == 6
-    assert [a["seq"] for a in acks] == list(range(1, 7))
+    assert [a["seq"] for a in acks] == list(range(2, 8))
     assert acks[-1]["trace_id"] == own_id
     for a in acks:
         assert set(a) == {"trace_id", "seq", "receipt"}
@@ -190,13 +195,13 @@ def test_append_refuses_bad_lines_and_keeps_good_ones(ledger_dir: Path, batch: i
         assert msg.startswith(f"vantio: refused line {number}: {field}:"), msg
     assert "appended 3 records, refused 4" in res.stderr
     acks = [json.loads(ln) for ln in res.stdout.splitlines()]
-    assert [a["seq"] for a in acks] == [1, 2, 3]
+    assert [a["seq"] for a in acks] == [2, 3, 4]
     for a in acks:
         shown = _ok(cli("ledger", "show", "--dir", ledger_dir, "--trace-id", a["trace_id"],
                         "--json")).stdout
         assert json.loads(shown)["seq"] == a["seq"]
     stored = [json.loads(ln) for ln in segments(ledger_dir)[0].read_bytes().splitlines()]
-    assert [r.get("proc", {}).get("pid") for r in stored[1:]] == [1001, 1004, 4242]
+    assert [r.get("proc", {}).get("pid") for r in stored[2:]] == [1001, 1004, 4242]
     # what was refused never reached the disk
     everything = all_bytes_under(ledger_dir, exclude=("identity.key",))
     for needle in (SECRET_PROMPT, SECRET_PROMPT[::-1], "prompt", "completion", "31337",
@@ -216,35 +221,38 @@ def test_seal_status_show(ledger_dir: Path, needs_root_flags: None) -> None:
 
     res = _ok(cli("ledger", "seal", "--dir", ledger_dir))
     cp = cpmod.open_signed(res.stdout.encode(), [verifier])
-    assert cp.size == 5  # genesis + 4: the seal record's checkpoint covers what precedes it
+    # genesis, epoch 0, 4 events: the seal record's checkpoint covers what precedes it
+    assert cp.size == 6
     res = _ok(cli("ledger", "seal", "--dir", ledger_dir, "--json"))
     sealed = json.loads(res.stdout)
-    assert (sealed["sealed"], sealed["active"]) == ("0000000000000006.worm",
-                                                    "0000000000000007.worm")
-    assert cpmod.open_signed(sealed["checkpoint"].encode(), [verifier]).size == 6
+    # the first seal began epoch 1 (seq 7) in the new segment; this one seals it at seq 8
+    assert (sealed["sealed"], sealed["active"]) == ("0000000000000007.worm",
+                                                    "0000000000000009.worm")
+    assert cpmod.open_signed(sealed["checkpoint"].encode(), [verifier]).size == 8
 
     status = json.loads(_ok(cli("ledger", "status", "--dir", ledger_dir, "--json")).stdout)
-    assert status["records"] == 7 and status["origin"] == ORIGIN
+    assert status["records"] == 10 and status["origin"] == ORIGIN
     assert status["vkey"] == str(verifier)
     assert status["tenants"] == ["default"]
     assert [(s["name"], s["state"], s["flags"]) for s in status["segments"]] == [
-        ("0000000000000000.worm", "sealed", "+i"), ("0000000000000006.worm", "sealed", "+i"),
-        ("0000000000000007.worm", "active", "+a")]
+        ("0000000000000000.worm", "sealed", "+i"), ("0000000000000007.worm", "sealed", "+i"),
+        ("0000000000000009.worm", "active", "+a")]
     assert status["checkpoint"] == (ledger_dir / "checkpoint").read_text()
     text = _ok(cli("ledger", "status", "--dir", ledger_dir)).stdout
-    assert "records    7" in text and "0000000000000007.worm active" in text
+    assert "records    10" in text and "0000000000000009.worm active" in text
 
-    by_seq = json.loads(_ok(cli("ledger", "show", "--dir", ledger_dir, "--seq", "2",
+    by_seq = json.loads(_ok(cli("ledger", "show", "--dir", ledger_dir, "--seq", "3",
                                 "--json")).stdout)
-    assert (by_seq["seq"], by_seq["trace_id"]) == (2, ids[1])
+    assert (by_seq["seq"], by_seq["trace_id"]) == (3, ids[1])
     line = _ok(cli("ledger", "show", "--dir", ledger_dir, "--trace-id", ids[2], "--json")).stdout
-    assert line.encode() == segments(ledger_dir)[0].read_bytes().splitlines(keepends=True)[3]
-    tail = _ok(cli("ledger", "show", "--dir", ledger_dir, "--tail", "3", "--json")).stdout
-    assert [json.loads(ln)["kind"] for ln in tail.splitlines()] == ["event", "seal", "seal"]
-    assert [json.loads(ln)["seq"] for ln in tail.splitlines()] == [4, 5, 6]
+    assert line.encode() == segments(ledger_dir)[0].read_bytes().splitlines(keepends=True)[4]
+    tail = _ok(cli("ledger", "show", "--dir", ledger_dir, "--tail", "5", "--json")).stdout
+    assert [json.loads(ln)["kind"] for ln in tail.splitlines()] == [
+        "event", "seal", "epoch", "seal", "epoch"]
+    assert [json.loads(ln)["seq"] for ln in tail.splitlines()] == [5, 6, 7, 8, 9]
     table = _ok(cli("ledger", "show", "--dir", ledger_dir, "--tail", "2")).stdout.splitlines()
     assert table[0].split()[:2] == ["seq", "time"] and len(table) == 3
-    assert table[1].split()[0] == "5" and "seal" in table[1]
+    assert table[1].split()[0] == "8" and "seal" in table[1]
     missing = cli("ledger", "show", "--dir", ledger_dir, "--seq", "99")
     assert missing.returncode == 2 and "no record" in missing.stderr
 
@@ -256,7 +264,7 @@ def test_second_writer_is_refused_and_names_the_holder(ledger_dir: Path) -> None
         assert f"pid {os.getpid()}" in res.stderr and res.stdout == ""
         res = cli("ledger", "seal", "--dir", ledger_dir)
         assert res.returncode == 2 and f"pid {os.getpid()}" in res.stderr
-    assert verify_dir(ledger_dir, jobs=1).records == 1
+    assert verify_dir(ledger_dir, jobs=1).records == 2
 
 
 # -- proofs ------------------------------------------------------------------------------
@@ -275,13 +283,17 @@ def test_inclusion_proof_roundtrip(ledger_dir: Path, tmp_path: Path) -> None:
     vkey = tmp_path / "trusted.vkey"
     shutil.copyfile(ledger_dir / "vkey", vkey)
     proof, record = tmp_path / "r.tlog-proof", tmp_path / "r.json"
-    _ok(cli("ledger", "proof", "--dir", ledger_dir, "--seq", "4", "-o", proof,
+    _ok(cli("ledger", "proof", "--dir", ledger_dir, "--seq", "5", "-o", proof,
             "--record", record))
-    assert proof.read_text().startswith("c2sp.org/tlog-proof@v1\nindex 4\n")
+    assert proof.read_text().startswith("c2sp.org/tlog-proof@v1\nindex 5\n")
     assert json.loads(record.read_bytes())["trace_id"] == acks[3]["trace_id"]
     assert record.read_bytes() in segments(ledger_dir)[0].read_bytes()
     res = _ok(cli("ledger", "verify-proof", proof, "--vkey", vkey, "--record", record))
-    assert res.stdout.startswith("OK: record 4 is in the tree of size 14")
+    # genesis, epoch 0, 9 events, seal, epoch 1, 3 events
+    assert res.stdout.startswith("OK: record 5 is in the tree of size 16")
+    # the proof's checkpoint carries the identity and the epoch-1 signature
+    signed = proof.read_bytes().split(b"\n\n", 1)[1]
+    assert [s.name for s in note.split(signed)[1]] == [ORIGIN, f"{ORIGIN}/epoch/1"]
 
     by_id = tmp_path / "by-id.tlog-proof"
     _ok(cli("ledger", "proof", "--dir", ledger_dir, "--trace-id", acks[8]["trace_id"],
@@ -319,18 +331,18 @@ def test_consistency_proof_roundtrip(ledger_dir: Path, tmp_path: Path) -> None:
     shutil.copyfile(ledger_dir / "vkey", vkey)
     _append(ledger_dir, 6)
     old_cp = tmp_path / "old.checkpoint"
-    shutil.copyfile(ledger_dir / "checkpoint", old_cp)  # the checkpoint at size 7
-    _ok(cli("ledger", "seal", "--dir", ledger_dir))
+    shutil.copyfile(ledger_dir / "checkpoint", old_cp)  # genesis, epoch 0, 6 events: size 8
+    _ok(cli("ledger", "seal", "--dir", ledger_dir))  # the seal, and epoch 1 begins
     _append(ledger_dir, 5, start=6)
     new_cp = tmp_path / "new.checkpoint"
-    shutil.copyfile(ledger_dir / "checkpoint", new_cp)  # size 13
+    shutil.copyfile(ledger_dir / "checkpoint", new_cp)  # size 15
     proof = tmp_path / "c.proof"
-    _ok(cli("ledger", "consistency", "--dir", ledger_dir, "--old", "7", "-o", proof))
+    _ok(cli("ledger", "consistency", "--dir", ledger_dir, "--old", "8", "-o", proof))
     assert proof.read_text().startswith(
-        "vantio.appliance/consistency-proof@v1\nold 7\nnew 13\n")
+        "vantio.appliance/consistency-proof@v1\nold 8\nnew 15\n")
     res = _ok(cli("ledger", "verify-proof", proof, "--vkey", vkey, "--old", old_cp,
                   "--new", new_cp))
-    assert res.stdout.startswith("OK: tree 13 extends tree 7")
+    assert res.stdout.startswith("OK: tree 15 extends tree 8")
 
     swapped = cli("ledger", "verify-proof", proof, "--vkey", vkey, "--old", new_cp,
                   "--new", old_cp)
@@ -344,10 +356,10 @@ def test_consistency_proof_roundtrip(ledger_dir: Path, tmp_path: Path) -> None:
               "--new", new_cp)
     assert res.returncode == 1, res
 
-    # a fork: a checkpoint of size 13 with another root, even signed by the host's own key
+    # a fork: a checkpoint of size 15 with another root, even signed by the host's own key
     signer = note.Signer(ORIGIN, keys.load_identity(Layout(ledger_dir).identity))
     fork = tmp_path / "fork.checkpoint"
-    fork.write_bytes(cpmod.sign(cpmod.Checkpoint(ORIGIN, 13, hashlib.sha256(b"x").digest()),
+    fork.write_bytes(cpmod.sign(cpmod.Checkpoint(ORIGIN, 15, hashlib.sha256(b"x").digest()),
                                 signer))
     res = cli("ledger", "verify-proof", proof, "--vkey", vkey, "--old", old_cp, "--new", fork)
     assert res.returncode == 1, res
@@ -382,7 +394,7 @@ def test_nonexistent_tenant_is_a_usage_error(ledger_dir: Path) -> None:
     res = cli("ledger", "append", "--dir", ledger_dir, "--tenant", "ghost",
               stdin='{"action":"block"}\n')
     assert res.returncode == 2 and "ghost" in res.stderr and res.stdout == ""
-    assert verify_dir(ledger_dir, jobs=1).records == 1  # nothing appended
+    assert verify_dir(ledger_dir, jobs=1).records == 2  # nothing appended
     res = cli("ledger", "append", "--dir", ledger_dir, "--tenant", "_system",
               stdin='{"action":"block"}\n')
     assert res.returncode == 2, res  # not a tenant name: nobody writes as the ledger
@@ -407,4 +419,4 @@ def test_unreadable_inputs_are_usage_errors(ledger_dir: Path, tmp_path: Path) ->
     assert cli("ledger").returncode == 2  # no subcommand
     assert cli("ledger", "frobnicate").returncode == 2
     assert cli("ledger", "show", "--dir", ledger_dir, "--seq", "x").returncode == 2
-    assert verify_dir(ledger_dir, jobs=1).records == 1
+    assert verify_dir(ledger_dir, jobs=1).records == 2

@@ -119,7 +119,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(ledger_dir: Path, tmp_path
     rng.shuffle(delays)
     all_acks: dict[int, str] = {}
     flag_warnings: list[str] = []
-    expected_size = 1  # the genesis
+    expected_size = 2  # the genesis and epoch-0 records
     started = time.monotonic()
     for rnd, delay in enumerate(delays):
         log = tmp_path / f"child-{rnd}.stderr"
@@ -255,7 +255,7 @@ def test_half_written_group_commit_keeps_its_whole_lines(ledger_dir: Path) -> No
 
 
 def test_torn_tail_right_after_a_seal(ledger_dir: Path) -> None:
-    """A crash on the first write into a fresh segment: its torn record is its first record."""
+    """A crash on the first write of events into a fresh segment (after its epoch record)."""
     with writer.Ledger(ledger_dir) as ledger:
         append_events(ledger, 2)
         ledger.seal()
@@ -264,7 +264,7 @@ def test_torn_tail_right_after_a_seal(ledger_dir: Path) -> None:
     assert not verify_dir(ledger_dir, jobs=1).ok
     with writer.Ledger(ledger_dir) as ledger:
         seq = append_events(ledger, 1)[0].seq
-    assert seq == 5  # genesis, 2 events, seal, torn
+    assert seq == 7  # genesis, epoch 0, 2 events, seal, epoch 1, torn
     report = verify_dir(ledger_dir, jobs=1)
     assert report.ok, report.findings
 
@@ -310,10 +310,11 @@ def test_crash_after_the_seal_record_finishes_the_seal(ledger_dir: Path,
     sealed, seq = _write_seal_record(ledger_dir)
     assert raw_flags(sealed) & FS_APPEND_FL and not raw_flags(sealed) & FS_IMMUTABLE_FL
     with writer.Ledger(ledger_dir) as ledger:
-        assert ledger.active == "0000000000000005.worm"
-        assert append_events(ledger, 1)[0].seq == seq + 1
+        assert ledger.active == "0000000000000006.worm"
+        assert ledger.epoch == 1  # the rotation that follows a seal was made up for
+        assert append_events(ledger, 1)[0].seq == seq + 2
     assert raw_flags(sealed) & FS_IMMUTABLE_FL and not raw_flags(sealed) & FS_APPEND_FL
-    assert os.readlink(Layout(ledger_dir).link) == "segments/0000000000000005.worm"
+    assert os.readlink(Layout(ledger_dir).link) == "segments/0000000000000006.worm"
     report = verify_dir(ledger_dir, jobs=1)
     assert report.ok and report.warnings == [], (report.findings, report.warnings)
 
@@ -327,7 +328,7 @@ def test_crash_after_the_sealing_ioctl_before_the_next_segment(
     set_raw_flags(sealed, (raw_flags(sealed) | FS_IMMUTABLE_FL) & ~FS_APPEND_FL)  # one ioctl
     with writer.Ledger(ledger_dir) as ledger:  # the bug: PermissionError (EPERM) here
         assert ledger.active == f"{seq + 1:016d}.worm"
-        assert append_events(ledger, 1)[0].seq == seq + 1
+        assert append_events(ledger, 1)[0].seq == seq + 2  # after the epoch-1 record
     assert os.readlink(Layout(ledger_dir).link) == f"segments/{seq + 1:016d}.worm"
     report = verify_dir(ledger_dir, jobs=1)
     assert report.ok and report.warnings == [], (report.findings, report.warnings)

@@ -88,7 +88,7 @@ def test_tls_listener_relays_to_the_ledger(tls_server: tuple[Path, int, Path, st
     assert refused.status == 401  # the front passes refusals through unchanged
     conn.close()
     report = verify_dir(root, jobs=1)
-    assert report.ok and report.records == 2  # genesis + the one accepted record
+    assert report.ok and report.records == 3  # genesis, epoch 0, the one accepted record
 
 
 def test_tls_listener_speaks_only_tls_and_only_on_loopback(

@@ -24,11 +24,11 @@ from vantio_appliance.layout import Layout
 from vantio_appliance.verify import Finding, verify_dir
 
 # The ledger every case starts from (seq: what):
-#   0000000000000000.worm   0 genesis, 1-5 events, 6 seal        (sealed, +i)
-#   0000000000000007.worm   7-11 events, 12 seal                 (sealed, +i)
-#   0000000000000013.worm   13-15 events                         (active, +a)
-# checkpoint: size 16
-SEG0, SEG1, SEG2 = "0000000000000000.worm", "0000000000000007.worm", "0000000000000013.worm"
+#   0000000000000000.worm   0 genesis, 1 epoch 0, 2-6 events, 7 seal    (sealed, +i)
+#   0000000000000008.worm   8 epoch 1, 9-13 events, 14 seal            (sealed, +i)
+#   0000000000000015.worm   15 epoch 2, 16-18 events                   (active, +a)
+# checkpoint: size 19
+SEG0, SEG1, SEG2 = "0000000000000000.worm", "0000000000000008.worm", "0000000000000015.worm"
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,11 @@ def _check_detected(lg: Ledger, segment: str | None, seq: int | None, reason: st
 def test_clean_ledger_verifies(ledger: Ledger) -> None:
     report = verify_dir(ledger.root, note.Verifier.parse(ledger.trusted_vkey.read_text()))
     assert report.ok, report.findings
-    assert (report.records, report.checkpoint_size) == (16, 16)
+    assert (report.records, report.checkpoint_size) == (19, 19)
     for args in ([], ["--vkey", str(ledger.trusted_vkey)]):
         res = cli("ledger", "verify", "--dir", ledger.root, *args)
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "OK: 16 records verified" in res.stdout
+        assert "OK: 19 records verified" in res.stdout
         res = cli("ledger", "verify", "--dir", ledger.root, "--json", *args)
         assert res.returncode == 0 and json.loads(res.stdout)["ok"] is True
 
@@ -141,16 +141,16 @@ def test_deleted_line(ledger: Ledger) -> None:
 
 def test_swapped_lines(ledger: Ledger) -> None:
     _rewrite(ledger.seg(SEG1), lambda ls: [*ls[:1], ls[2], ls[1], *ls[3:]])
-    _check_detected(ledger, SEG1, 9, "expected seq 8")
+    _check_detected(ledger, SEG1, 10, "expected seq 9")
 
 
 def test_deleted_line_in_the_active_segment(ledger: Ledger) -> None:
     _rewrite(ledger.seg(SEG2), lambda ls: [ls[0], *ls[2:]])
-    _check_detected(ledger, SEG2, 15, "expected seq 14")
+    _check_detected(ledger, SEG2, 17, "expected seq 16")
 
 
 @pytest.mark.parametrize(("removed", "reported", "expected"), [
-    (SEG0, SEG1, 0), (SEG1, SEG2, 7)], ids=["first", "middle"])
+    (SEG0, SEG1, 0), (SEG1, SEG2, 8)], ids=["first", "middle"])
 def test_removed_sealed_segment(ledger: Ledger, removed: str, reported: str,
                                 expected: int) -> None:
     seg = ledger.seg(removed)
@@ -194,7 +194,7 @@ def test_vkey_and_checkpoint_replaced_with_an_attackers_key(ledger: Ledger) -> N
     # even trusting the attacker's key, the genesis record names the original one
     findings = _check_detected(ledger, SEG0, 0, "genesis names another key",
                                ledger.root / "vkey")
-    assert any(f.seq == 6 and "seal checkpoint" in f.reason for f in findings), findings
+    assert any(f.seq == 7 and "seal checkpoint" in f.reason for f in findings), findings
     res = cli("ledger", "verify", "--dir", ledger.root)
     assert res.returncode == 1
     assert first_failure_line(res.stdout).startswith(f"FAILED: segment {SEG0}, seq 0")
@@ -209,23 +209,23 @@ def _with_prompt(line: bytes) -> bytes:
 def test_extra_field_injected_into_a_sealed_record(ledger: Ledger) -> None:
     lines = ledger.seg(SEG1).read_bytes().splitlines(keepends=True)
     _rewrite(ledger.seg(SEG1), lambda ls: [*ls[:2], _with_prompt(ls[2]), *ls[3:]])
-    assert decode(lines[2].rstrip(b"\n"))["seq"] == 9
-    _check_detected(ledger, SEG1, 9, "invalid record: prompt: field not allowed")
+    assert decode(lines[2].rstrip(b"\n"))["seq"] == 10
+    _check_detected(ledger, SEG1, 10, "invalid record: prompt: field not allowed")
 
 
 def test_record_with_extra_field_appended_with_the_right_seq(ledger: Ledger) -> None:
     """Appending is what +a allows: a forged record with the next seq and a prompt."""
     active = ledger.seg(SEG2)
     last = decode(active.read_bytes().splitlines()[-1])
-    assert last["seq"] == 15
-    forged = {**last, "seq": 16, "trace_id": "0d5c3c2e-2b0c-4b8e-9f3a-6f1e2d3c4b5a"}
+    assert last["seq"] == 18
+    forged = {**last, "seq": 19, "trace_id": "0d5c3c2e-2b0c-4b8e-9f3a-6f1e2d3c4b5a"}
     line = _with_prompt(encode(forged))
     fd = os.open(active, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
         os.write(fd, line)
     finally:
         os.close(fd)
-    _check_detected(ledger, SEG2, 16, "invalid record: prompt: field not allowed")
+    _check_detected(ledger, SEG2, 19, "invalid record: prompt: field not allowed")
 
 
 def test_seal_checkpoint_forged_in_a_sealed_segment(ledger: Ledger) -> None:
@@ -240,4 +240,4 @@ def test_seal_checkpoint_forged_in_a_sealed_segment(ledger: Ledger) -> None:
         return [*ls[:-1], encode(rec) + b"\n"]
 
     _rewrite(seg, forge)
-    _check_detected(ledger, SEG0, 6, "seal checkpoint: no signature by a trusted key")
+    _check_detected(ledger, SEG0, 7, "seal checkpoint: no signature by a trusted key")

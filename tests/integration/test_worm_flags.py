@@ -133,7 +133,7 @@ def test_sealed_segment_is_immutable_and_link_moves(ledger_dir: Path) -> None:
         active = layout.segments / ledger.active
         append_events(ledger, 2)
     assert sealed != active
-    assert active.name == "0000000000000009.worm"  # genesis + 7 events + seal
+    assert active.name == "0000000000000010.worm"  # genesis, epoch 0, 7 events, seal
     assert [p.name for p in segments(ledger_dir)] == [sealed.name, active.name]
 
     flags = raw_flags(sealed)
@@ -151,7 +151,9 @@ def test_sealed_segment_is_immutable_and_link_moves(ledger_dir: Path) -> None:
     assert os.readlink(layout.link) == f"segments/{active.name}"
     assert layout.link.resolve() == active.resolve()
     last = json.loads(sealed.read_bytes().splitlines()[-1])
-    assert (last["kind"], last["segment"], last["seq"]) == ("seal", sealed.name, 8)
+    assert (last["kind"], last["segment"], last["seq"]) == ("seal", sealed.name, 9)
+    first = json.loads(active.read_bytes().splitlines()[0])  # the rotation at the seal
+    assert (first["kind"], first["epoch"], first["seq"]) == ("epoch", 1, 10)
 
 
 def test_root_cannot_change_a_sealed_segment_without_dropping_the_flag(
