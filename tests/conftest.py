@@ -148,3 +148,82 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         for line in left.splitlines():
             subprocess.run(["losetup", "-d", line.split(":")[0]], check=False)
         assert not left, f"loop device left attached: {left}"
+
+
+class Media:
+    """A removable-media file system in an image on a loop device: vfat by the kernel's
+    driver, or exFAT by the FUSE driver (exfat-fuse) where the kernel has no vfat."""
+
+    def __init__(self, image: Path, mnt: Path, fstype: str) -> None:
+        self.image, self.mnt, self.fstype = image, mnt, fstype
+        self.mounted = False
+        self.device: str | None = None
+
+    def mount(self) -> Path:
+        if self.fstype == "vfat":
+            subprocess.run(["mount", "-t", "vfat", "-o", "loop", str(self.image),
+                            str(self.mnt)], check=True, capture_output=True)
+        else:
+            self.device = subprocess.run(["losetup", "-f", "--show", str(self.image)],
+                                         capture_output=True, text=True,
+                                         check=True).stdout.strip()
+            subprocess.run(["mount.exfat-fuse", self.device, str(self.mnt)], check=True,
+                           capture_output=True)
+        self.mounted = True
+        return self.mnt
+
+    def umount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.mnt)], check=True)  # also detaches a -o loop
+            self.mounted = False
+        if self.device is not None:
+            subprocess.run(["losetup", "-d", self.device], check=True)
+            self.device = None
+
+    def loops(self) -> list[str]:
+        out = subprocess.run(["losetup", "-j", str(self.image)], capture_output=True, text=True,
+                             check=False).stdout
+        return [line.split(":")[0] for line in out.splitlines()]
+
+
+def _kernel_has(fstype: str) -> bool:
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] == fstype for line in f if line.strip())
+
+
+@pytest.fixture(params=["vfat", "exfat-fuse"])
+def removable_media(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Media]:
+    """A 64 MiB vfat (mkfs.vfat) or exFAT (mkfs.exfat, mounted by FUSE) image, not yet
+    mounted; afterwards unmounted and its loop device detached, whatever the test did."""
+    fstype: str = request.param
+    tools = {"vfat": ["mkfs.vfat"], "exfat-fuse": ["mkfs.exfat", "mount.exfat-fuse"]}[fstype]
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in tools):
+        pytest.skip(f"LOUD SKIP: needs root and {', '.join(tools)} to mount removable media "
+                    "(scripts/setup installs them)")
+    image, mnt = tmp_path / "stick.img", tmp_path / "stick"
+    with image.open("wb") as f:
+        f.truncate(64 * 2**20)
+    mkfs = ["mkfs.vfat", "-n", "ANCHOR"] if fstype == "vfat" else ["mkfs.exfat", "-L", "ANCHOR"]
+    subprocess.run([*mkfs, str(image)], check=True, capture_output=True)
+    mnt.mkdir()
+    media = Media(image, mnt, "vfat" if fstype == "vfat" else "exfat")
+    if fstype == "vfat":
+        try:
+            media.mount()
+            media.umount()
+        except subprocess.CalledProcessError as exc:
+            media.umount()
+            if not _kernel_has("vfat"):
+                pytest.skip("LOUD SKIP: the running kernel has no vfat driver (not in "
+                            "/proc/filesystems, and mount -t vfat failed: "
+                            f"{exc.stderr.decode().strip()}); the exFAT case covers this "
+                            "machine")
+            raise
+    try:
+        yield media
+    finally:
+        media.umount()
+        left = media.loops()
+        for dev in left:
+            subprocess.run(["losetup", "-d", dev], check=False)
+        assert not left, f"loop device left attached: {left}"

@@ -8,6 +8,7 @@ errors, unreadable input, or a ledger that cannot be opened or written.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import itertools
 import os
@@ -21,7 +22,7 @@ from typing import IO, Any, Final, NoReturn, Protocol
 
 import msgspec
 
-from . import __version__, client, demo, front, keys, merkle, note, reader, writer
+from . import __version__, anchor, audit, client, demo, front, keys, merkle, note, reader, writer
 from . import checkpoint as cpmod
 from ._internal import osutil
 from .layout import DEFAULT_DIR, DEFAULT_SOCKET, Layout
@@ -406,6 +407,50 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return EXIT_FAILED if refused else EXIT_OK
 
 
+def cmd_anchor_export(args: argparse.Namespace) -> int:
+    progress = Progress("copy")
+    try:
+        out = anchor.export(args.dir, args.to, custodial=args.custodial, since=args.since,
+                            progress=lambda d, t: progress(d, t, "bytes"),
+                            use_flags=not args.no_flags)
+    except anchor.AnchorRefused as exc:
+        print(f"vantio: refused, nothing written: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except anchor.AnchorError as exc:
+        _die(str(exc))
+    progress.done()
+    result = {"bundle": str(out.path), "size": out.size,
+              "root": base64.b64encode(out.root).decode(), "previous": out.previous,
+              "segments": out.segments, "files": out.files, "bytes": out.bytes,
+              "manifest_sha256": out.manifest_sha256, "anchor_seq": out.anchor_seq}
+    if args.json:
+        _print_json(result)
+    else:
+        since = f" (extends size {out.previous})" if out.previous is not None else \
+            " (first export)"
+        print(f"exported checkpoint of size {out.size}{since} to {out.path}: {out.files} "
+              f"files, {out.bytes} bytes, {len(out.segments)} custodial segments; anchor "
+              f"record at seq {out.anchor_seq}", file=sys.stderr)
+        print(out.path)
+    return EXIT_OK
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    try:
+        trusted = audit.parse_trusted_keys(_read(args.trusted_keys).decode())
+        tsa = _read(args.tsa_cert) if args.tsa_cert else None
+        if args.quorum < 0:
+            _die("--quorum cannot be negative")
+        report = audit.verify_bundle(args.bundle, trusted, quorum=args.quorum, tsa_cert=tsa)
+    except (audit.BundleError, UnicodeDecodeError) as exc:
+        _die(str(exc))
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print("\n".join(audit.report_lines(report)))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args.dir, args.records, Progress("demo append"))
 
@@ -549,6 +594,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", help="file holding the tenant's API key "
                    "(or set $VANTIO_API_KEY)")
     p.add_argument("--batch", type=int, default=500, help="records per request (at most 1000)")
+
+    anchor_cmd = top.add_parser("anchor", help="carry checkpoints off the host",
+                                description="Carry checkpoints off the host (sneakernet).")
+    asub = anchor_cmd.add_subparsers(dest="anchor_command", required=True, metavar="COMMAND")
+    p = _command(asub, "export", cmd_anchor_export,
+                 "write an anchor bundle of the current checkpoint to removable media and "
+                 "record it; refuses (exit 1, nothing written) a rollback or fork of the last "
+                 "export; needs the writer lock (exit 2 while the service runs)")
+    p.add_argument("--to", type=Path, required=True, metavar="MEDIA",
+                   help="directory on the media (the bundle goes in MEDIA/vantio-anchor-SIZE)")
+    p.add_argument("--custodial", action="store_true",
+                   help="also copy the sealed segments since the last export")
+    p.add_argument("--since", type=int, metavar="SIZE",
+                   help="with --custodial: copy the sealed segments holding records at seq >= "
+                   "SIZE (default: the size of the last export)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
+
+    p = _command(top, "verify", cmd_verify_bundle,
+                 "verify an anchor bundle with public keys only: exit 0 verified, 1 it does "
+                 "not verify, 2 unreadable", ledger_dir=False)
+    p.add_argument("bundle", type=Path, help="the bundle directory (vantio-anchor-SIZE)")
+    p.add_argument("--trusted-keys", required=True, metavar="FILE",
+                   help="verifier keys, one a line: the log's identity and epoch-0 keys, "
+                   "witness keys")
+    p.add_argument("--quorum", type=int, default=0, metavar="K",
+                   help="require K distinct trusted witnesses' cosignatures (default 0: "
+                   "reported only)")
+    p.add_argument("--tsa-cert", metavar="PEM",
+                   help="check the RFC 3161 time-stamp tokens against this TSA certificate")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
 
     p = _command(top, "demo", cmd_demo, "create a local ledger, feed it demo records, seal, "
                  "verify and prove one record, printing each step", ledger_dir=False)

@@ -153,6 +153,11 @@ def _scan(task: _Task) -> _Scan:
     return scan
 
 
+def scan_segment(path: Path, name: str) -> _Scan:
+    """Scan a whole segment file in this process (a bundle's custodial copy)."""
+    return _scan(_Task(path, name, 0, path.stat().st_size, None))
+
+
 def _pieces(scan: _Scan, leaves: list[bytes], cut: int | None) -> None:
     if scan.first is None:
         return
@@ -235,7 +240,7 @@ def _flags(path: Path, sealed: bool) -> tuple[str, bool]:
 Progress = Callable[[int, int], None]
 
 
-class _Checker:
+class Checker:
     """The cross-segment state of one verification.
 
     With ``known_epochs`` the chain is complete already (a bundle's epochs
@@ -383,7 +388,7 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
     names = layout.segment_names()
     if not names:
         raise VerifyError(f"no segments in {layout.segments}")
-    check = _Checker(verifier, chain)
+    check = Checker(verifier, chain)
     signed, check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
     cut = check.checkpoint.size if check.checkpoint else None
     try:
