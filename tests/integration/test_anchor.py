@@ -341,6 +341,17 @@ def _modified_custodial_record(b: Path) -> None:
     _remanifest(b)
 
 
+def _injected_field(b: Path) -> None:
+    seg = sorted((b / "segments").glob("*.worm"))[0]
+    lines = seg.read_bytes().splitlines(keepends=True)
+    i = next(i for i, ln in enumerate(lines) if b'"kind":"event"' in ln)
+    rec = decode(lines[i].rstrip(b"\n"))
+    rec["prompt"] = "summarize the merger memo"
+    lines[i] = encode(rec) + b"\n"
+    seg.write_bytes(b"".join(lines))
+    _remanifest(b)
+
+
 def _dropped_custodial_line(b: Path) -> None:
     seg = sorted((b / "segments").glob("*.worm"))[-1]
     lines = seg.read_bytes().splitlines(keepends=True)
@@ -376,6 +387,8 @@ TAMPERS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "modified-custodial-record": (_modified_custodial_record, "custodial",
                                   "seal checkpoint does not match the records before it"),
     "dropped-custodial-line": (_dropped_custodial_line, "custodial", "expected seq"),
+    "field-injected-in-custodial-record": (_injected_field, "custodial",
+                                           "prompt: field not allowed"),
     "edge-changed": (_edge_changed, "custodial", "seal checkpoint does not match"),
     "epoch-record-dropped": (_epoch_dropped, "checkpoint", "not signed by epoch key"),
     "bundle-key-replaced": (_other_log_key, "keys", "keys/log.vkey is not the trusted key"),

@@ -277,6 +277,36 @@ def parse_consistency(data: bytes) -> tuple[int, int, list[bytes]]:
 # -- records (RFC 8785 canonical JSON lines) -----------------------------------------------
 
 
+COMMON: Final = {"v", "seq", "kind", "trace_id", "tenant", "time"}
+#: kind: (required fields, optional fields), docs/formats.md "Kinds"
+KINDS: Final[dict[str, tuple[set[str], set[str]]]] = {
+    "event": ({"action", "receipt"}, {"proc", "syscall", "target_host", "bytes_severed"}),
+    "genesis": ({"origin", "vkey"}, set()),
+    "seal": ({"segment", "checkpoint"}, set()),
+    "torn": ({"segment", "offset", "length"}, set()),
+    "epoch": ({"epoch", "root", "vkey", "signature"}, set()),
+    "anchor": ({"direction", "size", "root"}, {"manifest", "evidence"}),
+}
+NESTED: Final = {"proc": {"pid", "tgid", "uid", "gid", "comm", "cgroup", "cgroup_ancestry"},
+                 "syscall": {"name", "args"},
+                 "args": {"family", "address", "port", "proto", "size", "flags", "path", "argc"}}
+
+
+def _closed(rec: dict[str, Any]) -> None:
+    """Every object holds only the fields of its kind (the whitelist)."""
+    required, optional = KINDS.get(rec["kind"], (None, set()))
+    if required is None:
+        raise Bad(f"unknown kind {rec['kind']!r}")
+    extra = set(rec) - COMMON - required - optional
+    if extra or not required <= set(rec):
+        raise Bad(f"fields not those of a {rec['kind']} record: "
+                  f"{sorted(extra) or sorted(required - set(rec))}")
+    for name, allowed in NESTED.items():
+        obj = rec.get(name) if name != "args" else (rec.get("syscall") or {}).get("args")
+        if obj is not None and (not isinstance(obj, dict) or set(obj) - allowed):
+            raise Bad(f"{name}: fields not allowed")
+
+
 def _no_float(text: str) -> Any:
     raise Bad(f"not an integer: {text}")
 
@@ -306,6 +336,7 @@ def parse_record(line: bytes) -> dict[str, Any]:
         raise Bad("time outside its own interval")
     if rec["kind"] != "event" and rec["tenant"] != "_system":
         raise Bad(f"{rec['kind']} records belong to _system")
+    _closed(rec)
     return rec
 
 
