@@ -53,6 +53,7 @@ def run(root: Path, records: int, progress: Callable[[int], None]) -> int:
         _step("create the ledger", f"vantio ledger init --dir {root}")
         origin = f"vantio.appliance/{socket.gethostname()}/demo"
         print(f"   verifier key: {writer.init(root, origin)}")
+        print(f"   epoch-0 key:  {writer.epoch0_verifier(root)}")
     _step(f"append {records} records in group commits",
           f"vantio ledger append --dir {root} records.jsonl")
     started, done = time.perf_counter(), 0
