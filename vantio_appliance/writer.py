@@ -560,7 +560,12 @@ class Ledger:
                                                            vkey))
         nxt = _EpochSigner(n, seq, signer, key, time.time_ns())
         self._epochs = (cur, nxt)  # sizes > seq are signed by the new key from here on
-        self._commit([line])  # step 2: the epoch record, fdatasync'd
+        try:
+            self._commit([line])  # step 2: the epoch record, fdatasync'd
+        except LedgerUnavailable:
+            if not self._dirty:  # refused before a byte was written: undo step 1 now
+                self._settle_rotation()
+            raise  # else the next commit's repair settles it from what reached the disk
         try:
             self._install_next()  # step 3: destroy the old key
         except OSError as exc:
@@ -623,10 +628,14 @@ class Ledger:
         the key that signed the seal is destroyed; returns the sealed checkpoint."""
         self._repair()
         signed = self.signed_checkpoint()
-        line = self._system(Seal, segment=self.active, checkpoint=signed.decode())
+        sealed = self.active
+        line = self._system(Seal, segment=sealed, checkpoint=signed.decode())
         self._commit([line])
         self._finish_seal()
-        self.rotate_epoch()
+        try:
+            self.rotate_epoch()
+        except LedgerUnavailable as exc:  # the seal stands; the next commit rotates
+            log.warning("sealed %s; epoch rotation postponed: %s", sealed, exc)
         return signed
 
     def _finish_seal(self) -> None:

@@ -18,12 +18,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from ledger_helpers import (
+    FS_APPEND_FL,
+    FS_IMMUTABLE_FL,
     ORIGIN,
     all_bytes_under,
     append_events,
     cli,
     first_failure_line,
+    raw_flags,
     segments,
+    set_raw_flags,
     unlocked,
 )
 
@@ -542,3 +546,30 @@ def test_service_rotates_when_idle_and_signs_with_the_epoch_in_force(
         assert chain.at(cp.size).n >= 1
     report = verify_dir(ledger_dir, jobs=1)
     assert report.ok and report.epochs >= 2, report.findings
+
+
+def test_rotation_refused_by_the_disk_is_undone(ledger_dir: Path, trusted: Path,
+                                                needs_root_flags: None) -> None:
+    """Step 2 refused before a byte is written (here: the active segment made immutable
+    behind the writer's back, so even its space reservation fails): the new key is
+    destroyed at once, the old epoch goes on signing, and a later rotation works."""
+    layout = Layout(ledger_dir)
+    with writer.Ledger(ledger_dir) as ledger:
+        append_events(ledger, 2)
+        active = layout.segments / ledger.active
+        flags = raw_flags(active)
+        set_raw_flags(active, (flags | FS_IMMUTABLE_FL) & ~FS_APPEND_FL)
+        try:
+            with pytest.raises(writer.LedgerUnavailable):
+                ledger.rotate_epoch()
+        finally:
+            set_raw_flags(active, flags)
+        assert ledger.epoch == 0 and not layout.epoch_next.exists()
+        append_events(ledger, 2)  # signed by epoch 0 still: the record never reached the disk
+        ledger.flush()
+        assert _names((ledger_dir / "checkpoint").read_bytes())[1] == f"{ORIGIN}/epoch/0"
+        ledger.rotate_epoch()
+        assert ledger.epoch == 1
+        append_events(ledger, 1)
+    report = _verify(ledger_dir, trusted)
+    assert report.ok and report.epochs == 2, report.findings
