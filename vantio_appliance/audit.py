@@ -5,16 +5,13 @@ bundle directory and a file of trusted verifier keys, never the host. Each
 check is reported on its own, so an auditor sees what holds as well as what
 does not: manifest, keys, epoch chain, checkpoint signatures, consistency
 with the previous export, the custodial copy, tlog-proofs, witness quorum and
-time-stamp tokens. The last two are seams for the witness and timestamp
-modules, which are built on their own branch: where a module is absent its
-check says "not checked" (and fails when it was required).
+time-stamp tokens. The last two call the witness and timestamp modules.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import os
 import re
 import time
@@ -23,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from . import bundle, merkle, note
+from . import bundle, merkle, note, timestamp, witness
 from . import checkpoint as cpmod
 from .canonical import encode as canonical_encode
 from .epoch import EpochChain, EpochError, key_name
@@ -361,41 +358,20 @@ def check_proofs(b: _Bundle, chain: EpochChain, n_epochs: int) -> Check:
     return Check("proofs", OK, detail)
 
 
-def _optional(module: str) -> Any:
-    """A module of this package built on another branch, or None where it is absent."""
-    name = f"{__package__}.{module}"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-
-
 def check_cosignatures(signed_checkpoint: bytes, cosignature_lines: list[bytes],
                        witness_keys: list[str], quorum: int) -> Check:
-    """Witness quorum: at least ``quorum`` distinct trusted witnesses cosigned.
-
-    The seam for `vantio_appliance.witness` (C2SP tlog-cosignature, built on the
-    witness branch): ``witness.CosignatureVerifier.parse`` for each trusted key
-    of type 0x04 and ``witness.check_quorum(checkpoint, lines, verifiers, k)``.
-    Without that module nothing is checked, which fails only a required quorum.
-    """
-    witness = _optional("witness")
-    if witness is None:
-        if quorum:
-            why = (f"a quorum of {quorum} was required, and this build cannot check "
-                   "cosignatures (no witness support yet)")
-            return Check("witnesses", FAILED, why, [why])
-        return Check("witnesses", NOT_CHECKED, f"{len(cosignature_lines)} cosignature lines "
-                     "not checked: no witness support yet")
+    """Witness quorum: at least ``quorum`` distinct trusted witnesses cosigned (C2SP
+    tlog-cosignature, witness.check_quorum). Keys other than cosignature keys (type
+    0x04) are ignored; with no lines and no quorum the check is skipped."""
     try:
         verifiers = [witness.CosignatureVerifier.parse(k) for k in witness_keys
-                     if _key_type(k) == 0x04]
+                     if _key_type(k) == note.ALG_COSIGNATURE_V1]
         q = witness.check_quorum(signed_checkpoint, cosignature_lines, verifiers, quorum)
     except note.NoteError as exc:
         return Check("witnesses", FAILED, str(exc), [str(exc)])
-    findings = [str(x) for x in q.invalid]
+    if not cosignature_lines and not quorum:
+        return Check("witnesses", SKIPPED, "no cosignatures")
+    findings = list(q.invalid)
     if not q.ok:
         findings.insert(0, f"quorum not met: {q.count} of {quorum} trusted witnesses cosigned")
     names = ", ".join(w.witness.name for w in q.witnessed) or "none"
@@ -405,11 +381,8 @@ def check_cosignatures(signed_checkpoint: bytes, cosignature_lines: list[bytes],
 
 def check_timestamps(checkpoint_file: bytes | None, tokens: dict[str, bytes],
                      tsa_cert: bytes | None) -> Check:
-    """RFC 3161 tokens over SHA-256 of the file `checkpoint`, when ``--tsa-cert`` is given.
-
-    The seam for `vantio_appliance.timestamp` (built on the witness branch):
-    ``timestamp.TsaTrust.from_pem(pem)`` and ``timestamp.verify(token, data, trust)``.
-    """
+    """RFC 3161 tokens over SHA-256 of the file `checkpoint` (timestamp.verify), when
+    ``--tsa-cert`` gives the TSAs to trust; without it they are reported, not checked."""
     if not tokens:
         if tsa_cert is not None:
             why = "--tsa-cert was given but the bundle has no timestamps/*.tsr"
@@ -418,21 +391,17 @@ def check_timestamps(checkpoint_file: bytes | None, tokens: dict[str, bytes],
     if tsa_cert is None:
         return Check("timestamps", NOT_CHECKED, f"{len(tokens)} tokens not checked: give "
                      "--tsa-cert to check them")
-    ts = _optional("timestamp")
-    if ts is None:
-        why = "this build cannot check time-stamp tokens (no timestamp support yet)"
-        return Check("timestamps", FAILED, why, [why])
     if checkpoint_file is None:
         return Check("timestamps", FAILED, "no checkpoint file", ["no checkpoint file"])
     findings, times = [], []
     try:
-        trust = ts.TsaTrust.from_pem(tsa_cert)
+        trust = timestamp.TsaTrust.from_pem(tsa_cert)
     except ValueError as exc:
         raise BundleError(f"--tsa-cert: {exc}") from None
     for rel, token in sorted(tokens.items()):
         try:
-            info = ts.verify(token, checkpoint_file, trust)
-            times.append(f"{rel}: {info.gen_time}")
+            info = timestamp.verify(token, checkpoint_file, trust)
+            times.append(f"{rel}: {info.gen_time.isoformat()}")
         except ValueError as exc:
             findings.append(f"{rel}: {exc}")
     if findings:

@@ -687,10 +687,14 @@ def verify(root: Path, trusted_text: str, quorum: int) -> dict[str, Any]:
               check_previous(b, chain, cp), check_custodial(b, chain, identity, cp),
               check_proofs(b, chain)]
     cosigs = [r for r in b.files if r.startswith("cosignatures/")]
-    checks.append(failed("witnesses", [f"a quorum of {quorum} was required; this script does "
-                                       "not check cosignatures (use vantio verify)"])
-                  if quorum else Check("witnesses", NOT_CHECKED, f"{len(cosigs)} cosignature "
-                                       "files not checked by this script (use vantio verify)"))
+    if quorum:
+        checks.append(failed("witnesses", [f"a quorum of {quorum} was required; this script "
+                                           "does not check cosignatures (use vantio verify)"]))
+    elif cosigs:
+        checks.append(Check("witnesses", NOT_CHECKED, f"{len(cosigs)} cosignature files not "
+                            "checked by this script (use vantio verify)"))
+    else:
+        checks.append(Check("witnesses", SKIPPED, "no cosignatures"))
     tokens = [r for r in b.files if r.startswith("timestamps/")]
     checks.append(Check("timestamps", NOT_CHECKED if tokens else SKIPPED,
                         f"{len(tokens)} tokens not checked by this script" if tokens
