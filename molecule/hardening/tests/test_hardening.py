@@ -423,3 +423,10 @@ def test_login_defs(host) -> None:
 
 def test_banners(host) -> None:
     assert "Authorised access only" in host.file("/etc/issue.net").content_string
+
+
+def test_login_shells(host) -> None:
+    out = host.check_output(f"su - {ADMIN} -c 'umask; echo $TMOUT'").split()
+    assert out == ["0027", "900"]
+    home = host.file(f"/home/{ADMIN}")
+    assert (home.user, home.mode) == (ADMIN, 0o750)
