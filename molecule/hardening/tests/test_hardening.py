@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,51 @@ def test_login_shells(host) -> None:
     assert out == ["0027", "900"]
     home = host.file(f"/home/{ADMIN}")
     assert (home.user, home.mode) == (ADMIN, 0o750)
+
+
+GUARD_PLAYBOOK = """
+- hosts: all
+  gather_facts: true
+  gather_subset: ["!all", min, virtual]
+  roles:
+    - role: hardening
+      vars:
+        hardening_admin_users:
+          - {name: vantio-admin, authorized_keys: [%(key)s]}
+          - {name: vantio-nokey, authorized_keys: []}
+        hardening_ssh_max_auth_tries: 2
+"""
+
+
+def test_guard_holds_back_an_unprovable_sshd_config(host, tmp_path: Path) -> None:
+    """A candidate sshd_config under which one admin cannot log in with a key is not installed,
+    sshd keeps its config, and the run fails saying what it held back."""
+    project = Path(__file__).resolve().parents[3]
+    key = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "admin_key.pub").read_text().strip()
+    playbook = tmp_path / "guard.yml"
+    playbook.write_text(GUARD_PLAYBOOK % {"key": json.dumps(key)})
+    before = host.check_output("sha256sum /etc/ssh/sshd_config")
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(project / "roles"),
+        "ANSIBLE_CONNECTION_PLUGINS": str(project / "molecule/_shared/plugins/connection"),
+        "ANSIBLE_PIPELINING": "true",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    try:
+        run_ = subprocess.run(
+            [
+                "ansible-playbook", "-i", f"{host.backend.name},", "-c", "vantio_podman",
+                "-e", "ansible_python_interpreter=/usr/bin/python3", "--tags", "ssh", str(playbook),
+            ],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        out = run_.stdout + run_.stderr
+        assert run_.returncode != 0, out[-2000:]
+        assert "Held back" in out
+        assert "vantio-nokey: no public key" in out
+        assert host.check_output("sha256sum /etc/ssh/sshd_config") == before
+        assert "maxauthtries 3" in host.check_output("sshd -T")
+        assert host.check_output("ls -d /etc/ssh/vantio-sshd.* 2>/dev/null || true") == ""
+    finally:
+        host.run("userdel -r vantio-nokey")

@@ -60,6 +60,12 @@ def static_check(sshd: str, config: str, user: str) -> str | None:
     s = effective(sshd, config, user)
     if s.get("pubkeyauthentication", ["no"])[0] != "yes":
         return f"{user}: PubkeyAuthentication is off"
+    if entry.pw_uid == 0 and s.get("permitrootlogin", ["no"])[0] not in (
+        "yes",
+        "prohibit-password",
+        "without-password",
+    ):
+        return f"{user}: PermitRootLogin {s.get('permitrootlogin', ['no'])[0]} refuses it"
     groups = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
     groups.add(grp.getgrgid(entry.pw_gid).gr_name)
     allow_users = " ".join(s.get("allowusers", [])).split()
