@@ -281,10 +281,11 @@ s.setblocking(False)
 try:
     s.send(b"x" * 60000)
 except OSError:
-    pass
+    s.send(b"x" * 60000)
 while True:
     time.sleep(0.05)
 """
+    before = len(listener.conns)  # the listener is the module's: earlier agents used it too
     p = stack.agent("jail", script)  # it may be frozen before it can print: do not read
     cg = stack.root / "jail"
     deadline = time.monotonic() + 10
@@ -294,12 +295,13 @@ while True:
     # The agent may be frozen before its own send: make its socket answer instead. Data
     # from the peer makes the agent's kernel socket send ACKs, which are its egress too.
     deadline = time.monotonic() + 10
-    while not listener.conns:
+    while len(listener.conns) <= before:
         assert time.monotonic() < deadline, "the agent never connected"
         time.sleep(0.02)
-    listener.conns[0].setblocking(False)
+    peer = listener.conns[before]
+    peer.setblocking(False)
     with contextlib.suppress(OSError):
-        listener.conns[0].send(b"y" * 20000)
+        peer.send(b"y" * 20000)
     time.sleep(1.0)  # and TCP retransmits of anything the agent sent are severed too
     st = json.loads(cli("enforcer", "status", "--json", *stack.paths()).stdout)
     jail = next(a for a in st["agents"] if a["name"] == "jail")
