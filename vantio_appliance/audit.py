@@ -82,14 +82,6 @@ class TrustedKeys:
     others: list[str]
 
 
-def _key_type(line: str) -> int | None:
-    parts = line.split("+", 2)
-    try:
-        return base64.b64decode(parts[2][:4], validate=True)[0] if len(parts) == 3 else None
-    except (ValueError, IndexError):
-        return None
-
-
 def parse_trusted_keys(text: str) -> TrustedKeys:
     """One verifier key a line; empty lines and ``#`` comments are skipped."""
     notes: list[note.Verifier] = []
@@ -98,7 +90,7 @@ def parse_trusted_keys(text: str) -> TrustedKeys:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if _key_type(line) == note.ALG_ED25519:
+        if note.key_type(line) == note.ALG_ED25519:
             try:
                 notes.append(note.Verifier.parse(line))
             except note.NoteError as exc:
@@ -365,7 +357,7 @@ def check_cosignatures(signed_checkpoint: bytes, cosignature_lines: list[bytes],
     0x04) are ignored; with no lines and no quorum the check is skipped."""
     try:
         verifiers = [witness.CosignatureVerifier.parse(k) for k in witness_keys
-                     if _key_type(k) == note.ALG_COSIGNATURE_V1]
+                     if note.key_type(k) == note.ALG_COSIGNATURE_V1]
         q = witness.check_quorum(signed_checkpoint, cosignature_lines, verifiers, quorum)
     except note.NoteError as exc:
         return Check("witnesses", FAILED, str(exc), [str(exc)])

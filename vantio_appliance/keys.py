@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from ._internal.osutil import fsync_dir
 from .records import TENANT_RE
 
 ROLES: Final = ("writer", "reader")
@@ -103,14 +104,6 @@ def destroy(path: Path) -> None:
     shred(path)
     path.unlink()
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

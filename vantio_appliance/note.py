@@ -94,6 +94,15 @@ def _raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def key_type(text: str) -> int | None:
+    """The type byte of a verifier key's text, to pick its parser (which checks the rest)."""
+    parts = text.split("+", 2)
+    try:
+        return base64.b64decode(parts[2][:4], validate=True)[0] if len(parts) == 3 else None
+    except (ValueError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class Verifier:
     """A named Ed25519 public key, as C2SP verifier-key text describes it."""

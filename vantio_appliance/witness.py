@@ -259,7 +259,7 @@ def parse_trusted_keys(text: str) -> tuple[list[note.Verifier], list[Cosignature
         if not line or line.startswith("#"):
             continue
         try:
-            if _key_type(line) == note.ALG_COSIGNATURE_V1:
+            if note.key_type(line) == note.ALG_COSIGNATURE_V1:
                 witnesses.append(CosignatureVerifier.parse(line))
             else:
                 logs.append(note.Verifier.parse(line))
@@ -268,10 +268,3 @@ def parse_trusted_keys(text: str) -> tuple[list[note.Verifier], list[Cosignature
     return logs, witnesses
 
 
-def _key_type(line: str) -> int | None:
-    """The type byte of a vkey, to pick its parser (which then checks everything)."""
-    parts = line.split("+", 2)
-    try:
-        return base64.b64decode(parts[2][:4], validate=True)[0] if len(parts) == 3 else None
-    except (ValueError, IndexError):
-        return None

@@ -583,7 +583,7 @@ class Ledger:
             if key.exists():
                 keys.shred(key)
             os.replace(nxt, key)
-        keys.fsync_dir(self.layout.keys)
+        osutil.fsync_dir(self.layout.keys)
 
     def _settle_rotation(self) -> None:
         """After a failed write during a rotation: keep the new epoch if its record reached
