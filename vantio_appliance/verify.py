@@ -258,6 +258,7 @@ class Checker:
         self.findings: list[Finding] = []
         self.checkpoint: cpmod.Checkpoint | None = None
         self.checkpoint_root: bytes | None = None
+        self._seals: list[int] = []  # seqs of the seal records of the segment being read
 
     def segment(self, chunks: list[_Scan], last: bool) -> None:
         name = chunks[0].name
@@ -278,6 +279,11 @@ class Checker:
         if chunks[-1].open_bad is not None:
             self.findings.append(Finding(name, None, "bytes that are not records at the end",
                                          chunks[-1].open_bad))
+        for seq in self._seals:  # a seal closes its segment: nothing may follow it there
+            if not self.broken and seq != self.tree.size - 1:
+                self.findings.append(Finding(name, seq, "records follow the seal record in "
+                                             "its segment (the seal was never finished)"))
+        self._seals.clear()
         kinds = [c.last_kind for c in chunks if c.last_kind]
         if not last and (not kinds or kinds[-1] != "seal"):
             self.findings.append(Finding(name, None,
@@ -327,6 +333,7 @@ class Checker:
             self.findings.append(Finding(name, seq, str(exc)))
 
     def seal(self, name: str, seq: int, rec: Seal) -> None:
+        self._seals.append(seq)
         try:
             cp = self.chain.open_checkpoint(rec.checkpoint.encode(), "seal checkpoint")
         except (note.NoteError, cpmod.FormatError) as exc:

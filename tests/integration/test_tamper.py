@@ -241,3 +241,23 @@ def test_seal_checkpoint_forged_in_a_sealed_segment(ledger: Ledger) -> None:
 
     _rewrite(seg, forge)
     _check_detected(ledger, SEG0, 7, "seal checkpoint: no signature by a trusted key")
+
+
+def test_records_after_a_seal_that_was_never_finished(ledger_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seal whose segment went on taking records (a writer that failed between the seal
+    record and its +i / next segment) is a finding, not a quiet pass."""
+    trusted = tmp_path / "trusted.vkey"
+    shutil.copyfile(ledger_dir / "vkey", trusted)
+    with writer.Ledger(ledger_dir) as w:
+        append_events(w, 3)
+        with monkeypatch.context() as m:
+            m.setattr(writer.Ledger, "_finish_seal", lambda self: None)
+            m.setattr(writer.Ledger, "rotate_epoch", lambda self: None)
+            w.seal()  # the seal record is durable; the segment stays open
+        append_events(w, 2, start=3)
+    seal_seq = 2 + 3  # genesis, epoch 0, three events, then the seal
+    lines = [ln.data for ln in reader.lines(Layout(ledger_dir))]
+    assert b'"kind":"seal"' in lines[seal_seq] and len(lines) > seal_seq + 1
+    _check_detected(Ledger(ledger_dir, trusted), SEG0, seal_seq,
+                    "records follow the seal record in its segment")
