@@ -35,7 +35,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from msgspec import UNSET
@@ -235,10 +235,7 @@ class App:
         try:
             status, body, headers = await self._route(scope, proto)
         except HTTPError as exc:
-            err: dict[str, Any] = {"error": exc.error}
-            if exc.field is not None:
-                err["field"] = exc.field
-            status, body, headers = exc.status, _ENCODE(err), [JSON_TYPE, *exc.headers]
+            status, body, headers = exc.response()
         proto.response_bytes(status, headers, body)
 
     async def _route(self, scope: Scope, proto: Protocol) -> Response:

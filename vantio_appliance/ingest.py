@@ -87,6 +87,12 @@ class HTTPError(Exception):
         super().__init__(error)
         self.status, self.error, self.field, self.headers = status, error, field, headers
 
+    def response(self) -> Response:
+        """The refusal as sent: ``{"error": ..., "field": ...}`` with its headers."""
+        err = {"error": self.error} if self.field is None else {"error": self.error,
+                                                                "field": self.field}
+        return self.status, _ENCODE(err), [JSON_TYPE, *self.headers]
+
 
 Pairs = list[tuple[str, Any]]
 
@@ -285,10 +291,7 @@ class App:
             status, body, headers = await self._route(scope, proto)
         except HTTPError as exc:
             self.metrics.refusals[str(exc.status)] += 1
-            err: dict[str, Any] = {"error": exc.error}
-            if exc.field is not None:
-                err["field"] = exc.field
-            status, body, headers = exc.status, _ENCODE(err), [JSON_TYPE, *exc.headers]
+            status, body, headers = exc.response()
             await _drain(proto)  # a refused client still gets to send, then to read why
         proto.response_bytes(status, headers, body)
 
