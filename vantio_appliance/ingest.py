@@ -53,7 +53,7 @@ DRAIN_LIMIT: Final = 2 * MAX_BATCH_BODY
 JSON: Final = "application/json"
 #: The committer thread, back from fdatasync, must not wait the default 5 ms for the GIL
 #: while the event loop parses the next group: that wait, not the disk, set the pace.
-SWITCH_INTERVAL_S: Final = float(os.environ.get("VANTIO_SWITCH_INTERVAL", "0.0002"))
+SWITCH_INTERVAL_S: Final = 0.0002
 
 Headers = list[tuple[str, str]]
 Response = tuple[int, bytes, Headers]

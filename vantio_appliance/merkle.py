@@ -93,8 +93,7 @@ class Tree:
 
     def __init__(self, leaves: Sequence[bytes] = ()) -> None:
         self._levels: list[bytearray] = [bytearray()]
-        for leaf in leaves:
-            self.append(leaf)
+        self.extend(leaves)
 
     @property
     def size(self) -> int:

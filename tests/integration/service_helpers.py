@@ -35,7 +35,9 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from ledger_helpers import WORM_FLAGS, cli, cli_env, raw_flags, set_raw_flags
+from ledger_helpers import ORIGIN, WORM_FLAGS, cli, cli_env, raw_flags, set_raw_flags
+
+from vantio_appliance import writer
 
 UUID4: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 START_TIMEOUT_S: Final = 20.0
@@ -406,6 +408,20 @@ class Server:
             self.wait_group_gone()
         assert not self.members(), f"processes left behind: {self.members()}"
         self.sock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def fresh_service(base: Path) -> Iterator[tuple[Path, Path, Server, str, str]]:
+    """A new ledger in ``base`` with a writer and a reader tenant, served on a socket there:
+    (ledger root, socket, server, writer key, reader key); flags cleared afterwards."""
+    root = base / "ledger"
+    writer.init(root, ORIGIN)
+    try:
+        key, reader = add_tenant(root, "acme"), add_tenant(root, "auditor", "reader")
+        with running(root, base / "ingest.sock", base / "server.log") as server:
+            yield root, base / "ingest.sock", server, key, reader
+    finally:
+        clear_flags(root)
 
 
 @contextlib.contextmanager

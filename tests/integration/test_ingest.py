@@ -41,7 +41,7 @@ from service_helpers import (
     check_batch,
     check_single,
     chunked_request,
-    clear_flags,
+    fresh_service,
     good_record,
     hmac_hex,
     leaf_hash,
@@ -71,15 +71,8 @@ class Svc:
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
     """One server for the module: the refusal table alone is a hundred requests."""
-    base = tmp_path_factory.mktemp("ingest")
-    root = base / "ledger"
-    writer.init(root, ORIGIN)
-    try:
-        key, reader = add_tenant(root, "acme"), add_tenant(root, "auditor", "reader")
-        with running(root, base / "ingest.sock", base / "server.log") as server:
-            yield Svc(root, base / "ingest.sock", server, key, reader)
-    finally:
-        clear_flags(root)
+    with fresh_service(tmp_path_factory.mktemp("ingest")) as served:
+        yield Svc(*served)
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ import requests_unixsocket
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import ORIGIN
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -42,23 +41,19 @@ from schemathesis.specs.openapi.checks import (
 )
 from service_helpers import (
     Reply,
-    add_tenant,
     all_files_bytes,
     assert_in_ledger,
     auth,
     canonical,
     check_batch,
     check_single,
-    clear_flags,
+    fresh_service,
     marker,
     raw_request,
     request,
-    running,
     segments_bytes,
     send_raw,
 )
-
-from vantio_appliance import writer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
@@ -82,28 +77,20 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
-    base = tmp_path_factory.mktemp("fuzz")
-    root = base / "ledger"
-    writer.init(root, ORIGIN)
-    try:
-        key, reader = add_tenant(root, "acme"), add_tenant(root, "auditor", "reader")
-        sock = base / "ingest.sock"
-        with running(root, sock, base / "server.log"):
-            doc = request(sock, "GET", "/openapi.json").json()
-            # refusing schema-invalid data: any documented 4xx (413 too: a batch over 1000)
-            config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {
-                "expected-statuses": ["400", "401", "403", "404", "413", "415", "422"]}}})
-            # the unix adapter serves http:// here, so that URL joining keeps the socket path
-            # (percent-encoded in the host part) as the base of every operation's path
-            session = requests_unixsocket.Session(url_scheme="http://")  # type: ignore[no-untyped-call]
-            schema = schemathesis.openapi.from_dict(doc, config=config)
-            try:
-                yield Fuzz(root, sock, key, reader, schema, session,
-                           "http://" + urllib.parse.quote(str(sock), safe=""))
-            finally:
-                session.close()
-    finally:
-        clear_flags(root)
+    with fresh_service(tmp_path_factory.mktemp("fuzz")) as (root, sock, _, key, reader):
+        doc = request(sock, "GET", "/openapi.json").json()
+        # refusing schema-invalid data: any documented 4xx (413 too: a batch over 1000)
+        config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {
+            "expected-statuses": ["400", "401", "403", "404", "413", "415", "422"]}}})
+        # the unix adapter serves http:// here, so that URL joining keeps the socket path
+        # (percent-encoded in the host part) as the base of every operation's path
+        session = requests_unixsocket.Session(url_scheme="http://")  # type: ignore[no-untyped-call]
+        schema = schemathesis.openapi.from_dict(doc, config=config)
+        try:
+            yield Fuzz(root, sock, key, reader, schema, session,
+                       "http://" + urllib.parse.quote(str(sock), safe=""))
+        finally:
+            session.close()
 
 
 def _unchanged(f: Fuzz, before: bytes, what: str) -> None:
