@@ -37,6 +37,7 @@ from msgspec import UNSET
 from . import checkpoint as cpmod
 from . import epoch, keys, merkle, note
 from ._internal import osutil
+from ._internal.latest import LatestFile
 from .canonical import CanonicalError, decode, encode, encode_lines
 from .layout import Layout, segment_first_seq, segment_name
 from .records import (
@@ -159,6 +160,7 @@ class Ledger:
             self._seen_epoch: tuple[int, dict[str, Any]] | None = None
             self._published_at = 0.0
             self._unpublished = False
+            self._checkpoint_file = LatestFile(self.layout.checkpoint)
             self.fsync_stats = (0, 0.0)  # (count, seconds): for the service's metrics
             #: called after every durable write: (segment, offset of the first record,
             #: the record lines, their leaf hashes); the service's hot index uses it
@@ -383,7 +385,7 @@ class Ledger:
         the checkpoint file costs about a millisecond, and acknowledgements need only
         the fdatasync. Never raises for a failed write: the records are durable already.
         """
-        if self._unpublished:
+        if self.unpublished:
             self._publish(now=False)
         self.rotate_if_due()
 
@@ -507,28 +509,24 @@ class Ledger:
         The file is derivable from the durable records, so it is not fsync'd, and
         failing to replace it (disk full) does not fail a commit that is already
         durable: the next publication, or the next open, covers it. With
-        ``now=False`` (after a commit) it waits out PUBLISH_INTERVAL_S.
+        ``now=False`` (upkeep) it waits out PUBLISH_INTERVAL_S and leaves the
+        file to its thread instead of waiting for the rename.
         """
         clock = time.monotonic()
         if not now and clock - self._published_at < PUBLISH_INTERVAL_S:
             self._unpublished = True
             return
-        try:
-            osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
-        except OSError as exc:
-            log.warning("checkpoint not replaced (%s); it will be next time", exc.strerror)
-            self._unpublished = True
-            return
-        self._published_at, self._unpublished = clock, False
+        written = self._checkpoint_file.put(self.signed_checkpoint(), wait=now)
+        self._published_at, self._unpublished = clock, not written
 
     def flush(self) -> None:
         """Publish the checkpoint if a commit is not yet covered by the file."""
-        if self._unpublished:
+        if self.unpublished:
             self._publish()
 
     @property
     def unpublished(self) -> bool:
-        return self._unpublished
+        return self._unpublished or self._checkpoint_file.failed
 
     def signed_checkpoint(self) -> bytes:
         """The checkpoint of the whole durable tree, signed by identity and epoch keys."""
@@ -728,6 +726,8 @@ class Ledger:
         if getattr(self, "_fd", -1) >= 0 and not self._dirty:
             self.flush()
             self._save_state()
+        if hasattr(self, "_checkpoint_file"):
+            self._checkpoint_file.close()
         for attr in ("_fd", "_lock_fd"):
             if getattr(self, attr, -1) >= 0:
                 os.close(getattr(self, attr))
