@@ -71,7 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
           f" (pinned: {', '.join(st['pinned']) or 'nothing'})")
     print(f"policy     {pol['source']} sha256:{pol['sha256'][:16]} generation {st['generation']}")
     print(f"lockdown   {st['lockdown']}\nrecorded   {st['recorded']} decisions, "
-          f"{st['queued']} queued")
+          f"{st['pending_bytes']} bytes pending in the ring buffer")
     for name, addrs in pol["resolutions"].items():
         print(f"resolved   {name} -> {', '.join(addrs)}")
     for a in st["agents"]:

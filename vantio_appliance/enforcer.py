@@ -5,10 +5,12 @@ the ingest API client. The decisions themselves are made in the kernel from
 maps that policy.compile_maps fills; this module only moves data.
 
 Survival: programs are attached to the agents' slice and pinned under the pin
-directory, so a crashed or killed daemon leaves enforcement in place. Events
-then pile up in the ring buffer; when it is full, enforce-mode connects are
-refused and counted (no unrecorded permit), and the next daemon reports the
-count as gap records.
+directory, so a crashed or killed daemon leaves enforcement in place. The ring
+buffer is pinned too and is the only queue: a record leaves it once the ledger
+has acknowledged it, so events a killed daemon held are sent by the next one
+(at least once). When it is full, enforce-mode connects are refused and counted
+in the pinned loss counters (no unrecorded permit); whichever daemon runs next
+reports the counts it finds not yet recorded as gap records.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +43,23 @@ DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
 DEFAULT_STATE: Final = Path("/run/vantio/enforcer")
 BPF_SOURCE: Final = Path(__file__).resolve().parent.parent / "bpf" / "enforcer.c"
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
-MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost")
+MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
+               "events")
+#: Pinned by bcc at compile time and reused by the next daemon (see bpf/enforcer.c).
+KEPT_MAPS: Final = ("quarantined", "lost", "recorded", "events")
 STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
 ACTIONS: Final = ("permit", "block", "quarantine")
 SYSCALL: Final = ("connect", "connect", "sendmsg", "sendmsg", "execve")
 F_MONITOR: Final = 1
-RINGBUF_PAGES: Final = 1024  # 4 MiB: about 47,000 events
-QUEUE_MAX: Final = 500_000
+RINGBUF_PAGES: Final = 1024  # 4 MiB: about 43,000 events
 BATCH: Final = 1000
+POLL_S: Final = 0.005  # the ring buffer is read this often when it is not busy
+# map_recorded slots (bpf/enforcer.c): kernel losses recorded, daemon losses by action,
+# daemon losses recorded by action, the start of the next gap's window.
+_DAEMON_LOST: Final = 2 * len(STAGES)
+_DAEMON_RECORDED: Final = _DAEMON_LOST + len(ACTIONS)
+_WINDOW: Final = _DAEMON_RECORDED + len(ACTIONS)
+RECORDED_SLOTS: Final = _WINDOW + 1
 
 _AGENT_KEY: Final = struct.Struct("<QII")
 _AGENT_VAL: Final = struct.Struct("<IBB2x")
@@ -234,20 +244,31 @@ def event_record(d: Decision, cgroups: Callable[[int], tuple[str, list[int]] | N
     return rec
 
 
-def gap_record(stage: str, enforce: bool | None, lost: int, action: str | None = None
+def gap_record(stage: str, action: str, lost: int, window: tuple[int, int]
                ) -> dict[str, Any]:
-    """A count of decisions that could not be recorded, as an event (see docs/enforcer.md).
+    """A count of decisions that could not be recorded (a ``gap`` record, FORMATS.md).
 
-    ``syscall.name`` is ``gap_<stage>``, ``args.size`` the number lost, and
-    ``action`` what happened to them: ``block`` for enforce-mode decisions
+    ``action`` is what happened to them: ``block`` for enforce-mode decisions
     (refused because they could not be recorded), ``permit`` for monitor mode
-    and exec lineage (let through unrecorded).
+    and exec lineage (let through unrecorded); ``daemon`` gaps (read from the
+    ring buffer, refused by the ledger) carry the decisions' own action.
     """
-    if action is None:
-        action = "block" if enforce else "permit"
-    return {"action": action, "proc": {"pid": os.getpid(), "comm": "vantio-enforcer"},
-            "syscall": {"name": f"gap_{stage}", "args": {
-                "size": lost, "flags": 0 if enforce or enforce is None else F_MONITOR}}}
+    return {"kind": "gap", "stage": stage, "lost": lost, "action": action,
+            "window": {"start_ns": window[0], "end_ns": window[1]}}
+
+
+def loss_slots() -> list[tuple[str, str]]:
+    """(stage, action of the lost decisions) of each kernel loss counter, in map order."""
+    return [(st, "block" if enforce and st != "exec" else "permit")
+            for st in STAGES for enforce in (False, True)]
+
+
+def loss_names(counts: Sequence[int], daemon: Sequence[int]) -> dict[str, int]:
+    """Loss counters by name, as `vantio enforcer status` shows them."""
+    out = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
+           for i, n in enumerate(counts)}
+    out.update({f"daemon/{a}": n for a, n in zip(ACTIONS, daemon, strict=True)})
+    return out
 
 
 # -- the daemon --------------------------------------------------------------------------
@@ -274,11 +295,10 @@ class Enforcer:
         self.gen = 0
         self.keys: dict[int, list[tuple[str, bytes]]] = {}
         self.agent_cgids: dict[str, int] = {}
-        self.queue: deque[bytes] = deque()
-        self.pump_lost: dict[str, int] = {a: 0 for a in ACTIONS}
-        self.reported: dict[str, int] = {}
+        self.ring: bpfkit.RingReader | None = None
         self.sent = 0
         self.stop = threading.Event()
+        self.give_up = threading.Event()  # set 5 s after stop: sending ends
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.cg_cache: dict[int, tuple[str, list[int]]] = {}
@@ -308,9 +328,10 @@ class Enforcer:
         level = lockdown()
         root = self.opts.root
         root.mkdir(exist_ok=True)
+        self.opts.pins.mkdir(mode=0o700, exist_ok=True)
         depth = len(root.relative_to(CGROUP2).parts) + 1
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
-                  f"-DMAX_RANGES={policy.MAX_RANGES}", "-w"]
+                  f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
         if level == "confidentiality":  # no kernel memory reads: exec paths are left out
             cflags.append("-DNO_KERNEL_READ")
         log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
@@ -322,13 +343,14 @@ class Enforcer:
         self._restore_quarantine()
         self._install(self.policy)
         self.prog.attach_tracepoint("sched:sched_process_exec", "on_exec")
-        self.prog.open_ring_buffer("events", self.queue_event)
+        self.ring = bpfkit.RingReader(self.maps["events"])
+        if self._recorded()[_WINDOW] == 0:  # new pins: losses can only start now
+            self._set_recorded(_WINDOW, time.time_ns())
         self._attach_and_pin(root)
         log.info("armed: %d agents, generation %d", len(self.policy.agents), self.gen)
 
     def _attach_and_pin(self, root: Path) -> None:
         pins = self.opts.pins
-        pins.mkdir(mode=0o700, exist_ok=True)
         cg = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in PROGRAMS:
@@ -343,7 +365,8 @@ class Enforcer:
                         os.close(fd)
                 bpfkit.pin(self.fds[name], old)
             for name in MAPS:
-                bpfkit.pin(self.maps[name], pins / f"map_{name}")
+                if name not in KEPT_MAPS:
+                    bpfkit.pin(self.maps[name], pins / f"map_{name}")
         finally:
             os.close(cg)
 
@@ -395,16 +418,6 @@ class Enforcer:
 
     # -- events ----------------------------------------------------------------------
 
-    def queue_event(self, raw: bytes) -> None:
-        """Ring buffer callback: keep the raw bytes; decoding happens in the sender."""
-        action = raw[_ACTION_AT] if len(raw) >= _EVENT.size else 1
-        if len(self.queue) >= QUEUE_MAX:
-            self.pump_lost[ACTIONS[min(action, 2)]] += 1  # reported as a gap record
-            return
-        self.queue.append(raw)
-        if action == 2:
-            self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
-
     def cgroup_of(self, cgid: int) -> tuple[str, list[int]] | None:
         hit = self.cg_cache.get(cgid)
         if hit is None:
@@ -418,16 +431,19 @@ class Enforcer:
                     break
         return hit
 
-    def _send(self, records: list[bytes]) -> bool:
-        """Submit, retrying 429/503 and an unreachable ledger; one request at a time (the
-        client holds one connection, shared by the sender and the main loop)."""
+    def _send(self, records: list[bytes]) -> bool | None:
+        """Submit; True when durable, False when the ledger refused it for good, None when
+        the daemon stops first. 429, 503 and an unreachable ledger are waited out: the
+        ring buffer holds the rest meanwhile. One request at a time (one connection)."""
         if self.api is None:
             return True
         with self.send_lock:
             return self._send_locked(self.api, records)
 
-    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool:
-        for attempt in range(50):
+    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool | None:
+        attempt = 0
+        while not self.give_up.is_set():
+            attempt += 1
             try:
                 api.submit_batch(records)
                 return True
@@ -435,56 +451,83 @@ class Enforcer:
                 if exc.status not in (429, 503):
                     log.error("ledger refused a batch: %s", exc)
                     return False
-                time.sleep(exc.retry_after or 0.05 * (attempt + 1))
+                self.give_up.wait(exc.retry_after or min(0.05 * attempt, 1.0))
             except (OSError, http.client.HTTPException) as exc:
-                log.warning("ledger unreachable: %s", exc)
-                time.sleep(0.2)
-                if self.stop.is_set():
-                    return False
-        return False
+                if attempt == 1:
+                    log.warning("ledger unreachable: %s", exc)
+                self.give_up.wait(0.2)
+        return None
 
-    def drain(self) -> None:
-        """Send queued decisions in batches; what cannot be sent is counted, never dropped
-        silently."""
-        while self.queue:
+    def pump(self) -> int:
+        """Send what the ring buffer holds, a batch at a time; each batch leaves the ring
+        only once the ledger has it (or refused it for good: then it is counted as the
+        daemon's loss, in the pinned map, first). The number of records read."""
+        assert self.ring is not None
+        total = 0
+        while not self.give_up.is_set():
+            raws, pos = self.ring.read(BATCH)
+            if not raws:
+                self.ring.release(pos)  # only discarded records, if any
+                return total
             batch: list[bytes] = []
-            actions: list[str] = []
-            while self.queue and len(batch) < BATCH:
-                d = decode_event(self.queue.popleft())
+            refused = [0] * len(ACTIONS)
+            for raw in raws:
+                d = decode_event(raw)
                 batch.append(json.dumps(event_record(d, self.cgroup_of),
                                         separators=(",", ":")).encode())
-                actions.append(ACTIONS[min(d.action, 2)])
-            if self._send(batch):
+                refused[min(d.action, 2)] += 1
+            if refused[2]:
+                self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
+            done = self._send(batch)
+            if done is None:
+                return total  # stopping: the next daemon sends them
+            if done:
                 self.sent += len(batch)
             else:
-                for a in actions:
-                    self.pump_lost[a] += 1
+                rec = self._recorded()
+                for i, n in enumerate(refused):
+                    self._set_recorded(_DAEMON_LOST + i, rec[_DAEMON_LOST + i] + n)
+            self.ring.release(pos)
+            total += len(raws)
+        return total
+
+    def _recorded(self) -> list[int]:
+        fd = self.maps["recorded"]
+        return [int.from_bytes(bpfkit.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
+                               "little") for i in range(RECORDED_SLOTS)]
+
+    def _set_recorded(self, slot: int, value: int) -> None:
+        bpfkit.update(self.maps["recorded"], slot.to_bytes(4, "little"),
+                      value.to_bytes(8, "little"))
 
     def report_gaps(self) -> None:
-        """Turn new losses (kernel per stage, daemon per action) into gap records."""
+        """Turn losses not yet in the ledger (kernel per stage and mode, daemon per action,
+        this daemon's or an earlier one's) into gap records; then mark them recorded."""
         counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
-        gaps: list[tuple[str, dict[str, Any], int]] = []
-        for i, n in enumerate(counts):
-            stage, enforce = STAGES[i // 2], bool(i % 2)
-            key = f"{stage}/{'enforce' if enforce else 'monitor'}"
-            if n > self.reported.get(key, 0):
-                gaps.append((key, gap_record(stage, enforce, n - self.reported.get(key, 0)), n))
-        for action, n in self.pump_lost.items():
-            key = f"daemon/{action}"
-            if n > self.reported.get(key, 0):
-                gaps.append((key, gap_record("daemon", None, n - self.reported.get(key, 0),
-                                             action), n))
-        for key, rec, total in gaps:
-            if self._send([json.dumps(rec, separators=(",", ":")).encode()]):
-                self.reported[key] = total
-                log.warning("gap recorded: %s lost %s", key, rec["syscall"]["args"]["size"])
+        rec = self._recorded()
+        now = time.time_ns()
+        window = (rec[_WINDOW], now)
+        gaps: list[tuple[int, int, dict[str, Any]]] = []
+        for i, ((stage, action), n) in enumerate(zip(loss_slots(), counts, strict=True)):
+            if n > rec[i]:
+                gaps.append((i, n, gap_record(stage, action, n - rec[i], window)))
+        for i, action in enumerate(ACTIONS):
+            n, done = rec[_DAEMON_LOST + i], rec[_DAEMON_RECORDED + i]
+            if n > done:
+                gaps.append((_DAEMON_RECORDED + i, n,
+                             gap_record("daemon", action, n - done, window)))
+        if not gaps:
+            return
+        body = [json.dumps(g, separators=(",", ":")).encode() for _, _, g in gaps]
+        if self._send(body):
+            for slot, total, g in gaps:
+                self._set_recorded(slot, total)
+                log.warning("gap recorded: %s %s lost %d", g["stage"], g["action"], g["lost"])
+            self._set_recorded(_WINDOW, now)
 
     def loss_counters(self) -> dict[str, int]:
         counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
-        out = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
-               for i, n in enumerate(counts)}
-        out.update({f"daemon/{a}": n for a, n in self.pump_lost.items()})
-        return out
+        return loss_names(counts, self._recorded()[_DAEMON_LOST:_DAEMON_RECORDED])
 
     # -- quarantine ------------------------------------------------------------------
 
@@ -546,7 +589,7 @@ class Enforcer:
                 "lockdown": lockdown(), "pins": str(self.opts.pins),
                 "policy": self.policy.summary(), "agents": agents,
                 "lost": self.loss_counters(), "recorded": self.sent,
-                "queued": len(self.queue), "gaps_reported": dict(self.reported)}
+                "pending_bytes": self.ring.pending() if self.ring else 0}
 
     def write_status(self) -> None:
         tmp = self.opts.state / "status.json.tmp"
@@ -578,10 +621,10 @@ class Enforcer:
                 with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(reply).encode() + b"\n")
 
-    def _poller(self) -> None:
-        assert self.prog is not None
+    def _pumper(self) -> None:
         while not self.stop.is_set():
-            self.prog.poll(50)
+            if self.pump() < BATCH:
+                self.stop.wait(POLL_S)
 
     def run(self) -> None:
         """Arm, drop capabilities, then pump events until SIGTERM/SIGINT; SIGHUP reloads."""
@@ -604,15 +647,13 @@ class Enforcer:
 
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        threads = [threading.Thread(target=self._poller, daemon=True),
+        threads = [threading.Thread(target=self._pumper, daemon=True),
                    threading.Thread(target=self._control, args=(ctl,), daemon=True)]
         for t in threads:
             t.start()
         self.write_status()
         print(f"vantio enforcer: armed, generation {self.gen}, pinned in {self.opts.pins}",
               flush=True)
-        sender = threading.Thread(target=self._sender, daemon=True)
-        sender.start()
         last_tick = 0.0
         while not self.stop.is_set():
             self.hup.wait(0.2)
@@ -625,22 +666,18 @@ class Enforcer:
                 last_tick = time.monotonic()
                 self.report_gaps()
                 self.write_status()
+        # A last flush, bounded: what is left stays in the pinned ring for the next daemon.
+        timer = threading.Timer(5, self.give_up.set)
+        timer.daemon = True
+        timer.start()
         for t in threads:
-            t.join(2)
-        sender.join(10)
-        self.drain()
+            t.join(10)
+        self.pump()
         self.report_gaps()
         self.write_status()
         ctl.close()
         ctl_path.unlink(missing_ok=True)
         log.info("stopped; programs stay attached and pinned in %s", self.opts.pins)
-
-    def _sender(self) -> None:
-        while not self.stop.is_set():
-            if self.queue:
-                self.drain()
-            else:
-                time.sleep(0.01)
 
 
 # -- outside the daemon --------------------------------------------------------------------
@@ -675,13 +712,16 @@ def read_status(state: Path, pins: Path) -> dict[str, Any]:
     except OSError as exc:
         status["running"] = exc.errno == errno.EPERM
     status["pinned"] = sorted(p.name for p in pins.iterdir()) if pins.is_dir() else []
-    if status["pinned"] and (pins / "map_lost").exists():
-        with contextlib.suppress(OSError):
+    if (pins / "map_lost").exists() and (pins / "map_recorded").exists():
+        with contextlib.suppress(OSError):  # the pinned counters, even with no daemon
             fd = bpfkit.obj_get(pins / "map_lost")
             counts = bpfkit.percpu_u64_sums(fd, len(STAGES) * 2)
             os.close(fd)
-            status["lost_now"] = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
-                                  for i, n in enumerate(counts)}
+            fd = bpfkit.obj_get(pins / "map_recorded")
+            daemon = [int.from_bytes(bpfkit.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
+                                     "little") for i in range(_DAEMON_LOST, _DAEMON_RECORDED)]
+            os.close(fd)
+            status["lost_now"] = loss_names(counts, daemon)
     return status
 
 

@@ -91,10 +91,10 @@ class _Kind(msgspec.Struct):
     kind: Any = UNSET
 
 
-def _names_kind(body: bytes) -> bool:
-    """Whether a JSON object has a top-level ``kind`` (only asked once it failed as an event)."""
+def _is_gap(body: bytes) -> bool:
+    """Whether a JSON object says ``"kind": "gap"`` (only asked once it failed as an event)."""
     try:
-        return _KIND.decode(body).kind is not UNSET
+        return bool(_KIND.decode(body).kind == "gap")
     except (msgspec.ValidationError, msgspec.DecodeError):
         return False
 
@@ -166,14 +166,15 @@ def _refuse_duplicates(body: bytes) -> None:
 def parse_event(body: bytes) -> ApiEvent | ApiGap:
     """One submitted record: whitelist, types, formats, no duplicate keys.
 
-    An event has no ``kind``; a body that fails as an event and names a kind
-    is judged as a gap instead (the event's fast path stays as it was).
+    An event has no ``kind``; a body that fails as an event and says
+    ``"kind": "gap"`` is judged as a gap instead (the event's fast path stays
+    as it was).
     """
     fields: ApiEvent | ApiGap
     try:
         fields = _EVENT.decode(body)
     except msgspec.ValidationError as exc:
-        if not _names_kind(body):
+        if not _is_gap(body):
             err = validation_error(exc)
             raise HTTPError(422, err.reason, err.field) from None
         try:
@@ -211,7 +212,7 @@ def _parse_mixed_batch(body: bytes, first: HTTPError) -> list[ApiEvent | ApiGap]
         raw: _RawBatch = _RAW_BATCH.decode(body)
     except msgspec.ValidationError as exc:
         raise _batch_error(exc) from None
-    if not any(_names_kind(r) for r in raw.records):
+    if not any(_is_gap(r) for r in raw.records):
         raise first
     _refuse_duplicates(body)
     out: list[ApiEvent | ApiGap] = []

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import mmap
 import os
-from collections.abc import Callable
+import struct
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ def _lib() -> Any:
     lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
     lib.bpf_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_ulonglong]
     lib.bpf_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
+    lib.bpf_obj_get_info.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
     return lib
 
 
@@ -130,6 +132,76 @@ def percpu_u64_sums(map_fd: int, entries: int) -> list[int]:
     return out
 
 
+def map_max_entries(map_fd: int) -> int:
+    """max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries)."""
+    info = ct.create_string_buffer(80)
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(map_fd, info, ct.byref(size)), "map info")
+    return int.from_bytes(info.raw[16:20], "little")
+
+
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
+_BUSY: Final = 1 << 31
+_DISCARD: Final = 1 << 30
+_HEADER: Final = 8  # struct bpf_ringbuf_hdr: len (with the busy and discard bits), pg_off
+
+
+class RingReader:
+    """A BPF ring buffer read through its own mmap, consumed only when the caller says so.
+
+    libbpf (and bcc's poll on top of it) moves the consumer position past each
+    record as soon as its callback returns; here ``release`` moves it, after
+    the records are safely elsewhere (the ledger), so records a killed reader
+    held are read again by the next one from the pinned map. No epoll: the
+    programs submit without wake-ups and the reader polls on a timer.
+    """
+
+    def __init__(self, map_fd: int) -> None:
+        size = map_max_entries(map_fd)
+        page = mmap.PAGESIZE
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        # The producer page, then the data pages mapped twice: a record that wraps
+        # around the end reads as one contiguous slice.
+        self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=page)
+        self._page, self._mask, self.size = page, size - 1, size
+
+    @property
+    def consumed(self) -> int:
+        return int(_U64.unpack_from(self._cons, 0)[0])
+
+    def pending(self) -> int:
+        """Bytes submitted (or being written) and not yet released."""
+        return int(_U64.unpack_from(self._data, 0)[0]) - self.consumed
+
+    def read(self, max_records: int) -> tuple[list[bytes], int]:
+        """Up to ``max_records`` whole records after the consumer position, and the
+        position after them (to ``release`` once they are safe)."""
+        data, base, mask = self._data, self._page, self._mask
+        pos = self.consumed
+        end = _U64.unpack_from(data, 0)[0]
+        out: list[bytes] = []
+        while pos < end and len(out) < max_records:
+            at = base + (pos & mask)
+            hdr = _U32.unpack_from(data, at)[0]
+            if hdr & _BUSY:
+                break  # reserved, not yet submitted
+            length = hdr & ~(_BUSY | _DISCARD)
+            if not hdr & _DISCARD:
+                out.append(data[at + _HEADER:at + _HEADER + length])
+            pos += (length + _HEADER + 7) & ~7
+        return out, pos
+
+    def release(self, pos: int) -> None:
+        _U64.pack_into(self._cons, 0, pos)
+
+    def close(self) -> None:
+        self._cons.close()
+        self._data.close()
+
+
 class Program:
     """One compiled bcc module: functions loaded by name, maps by name, a ring buffer."""
 
@@ -153,16 +225,6 @@ class Program:
 
     def map_fd(self, name: str) -> int:
         return int(self._bpf[name.encode()].get_fd())
-
-    def open_ring_buffer(self, name: str, callback: Callable[[bytes], None]) -> None:
-        def raw(_ctx: Any, data: Any, size: int) -> int:
-            callback(ct.string_at(data, size))
-            return 0
-
-        self._bpf[name.encode()].open_ring_buffer(raw)
-
-    def poll(self, timeout_ms: int) -> None:
-        self._bpf.ring_buffer_poll(timeout_ms)
 
     def close(self) -> None:
         self._bpf.cleanup()
