@@ -9,6 +9,7 @@ unpins and removes what the test made.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -385,7 +386,7 @@ def test_a_restarted_daemon_reports_its_predecessors_losses(tmp_path: Path,
         # Events the killed daemon held were still in the pinned ring: sent at least once.
         assert got["ok"] <= _permits(recs) <= got["ok"] + enforcer.BATCH, got
         windows = sorted((g["window"]["start_ns"], g["window"]["end_ns"]) for g in gaps)
-        assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:])), windows
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows
     finally:
         s.close()
 
