@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from . import client, policy
+from . import client, hostcheck, policy
 from ._internal import bpfkit
 
 log = logging.getLogger("vantio.enforcer")
@@ -70,7 +70,6 @@ _LPM6: Final = struct.Struct("<III16s")
 _EVENT: Final = struct.Struct("<QQQQIIII16sHBBBBBx16s")
 _EXEC_TAIL: Final = struct.Struct("<II128s")
 _CAP_BPF: Final = 39
-_ACTION_AT: Final = 67  # offset of event.action
 
 
 class EnforcerError(RuntimeError):
@@ -80,44 +79,16 @@ class EnforcerError(RuntimeError):
 # -- start-up checks -------------------------------------------------------------------
 
 
-def _mounted(fstype: str, where: Path | None = None) -> bool:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[2] == fstype and (where is None or Path(parts[1]) == where):
-                return True
-    return False
-
-
 def lockdown() -> str:
     """The kernel's lockdown level (none, integrity, confidentiality), or 'unknown'."""
-    p = Path("/sys/kernel/security/lockdown")
     with contextlib.suppress(OSError):
-        text = p.read_text()
-        return text[text.index("[") + 1:text.index("]")]
+        return hostcheck.lockdown_level((hostcheck.SECURITYFS / "lockdown").read_text())
     return "unknown"
 
 
 def missing_features(pins: Path, root: Path) -> list[str]:
     """Everything the enforcer needs and this host lacks; empty when fully armed."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN to load and attach)")
-    if why := bpfkit.available():
-        missing.append(why)
-    if not _mounted("bpf", Path("/sys/fs/bpf")) and not _mounted("bpf", pins.parent):
-        missing.append(f"bpffs is not mounted at {pins.parent} (mount -t bpf bpf /sys/fs/bpf)")
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        missing.append("kernel BTF (/sys/kernel/btf/vmlinux)")
-    build = Path(f"/lib/modules/{os.uname().release}/build")
-    if not (build / "include").is_dir():
-        missing.append(f"kernel headers ({build}; scripts/setup links linux-headers-amd64)")
-    if not _mounted("cgroup2", CGROUP2) or not root.parent.is_dir():
-        missing.append(f"cgroup v2 at {CGROUP2}")
-    if not Path("/sys/kernel/tracing/events/sched/sched_process_exec").is_dir():
-        missing.append("tracefs with sched:sched_process_exec "
-                       "(mount -t tracefs tracefs /sys/kernel/tracing)")
-    return missing
+    return hostcheck.missing(hostcheck.probe(CGROUP2, root), pins, CGROUP2)
 
 
 # -- capabilities ------------------------------------------------------------------------
@@ -322,18 +293,21 @@ class Enforcer:
 
     def arm(self) -> None:
         """Compile, load, fill the maps, attach (replacing an earlier daemon's), pin."""
-        missing = missing_features(self.opts.pins, self.opts.root)
+        host = hostcheck.probe(CGROUP2, self.opts.root)
+        missing = hostcheck.missing(host, self.opts.pins, CGROUP2)
         if missing:
             raise EnforcerError("refusing to run half-armed; missing: " + "; ".join(missing))
-        level = lockdown()
+        level = hostcheck.lockdown_level(host.lockdown)
         root = self.opts.root
         root.mkdir(exist_ok=True)
         self.opts.pins.mkdir(mode=0o700, exist_ok=True)
         depth = len(root.relative_to(CGROUP2).parts) + 1
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
                   f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
-        if level == "confidentiality":  # no kernel memory reads: exec paths are left out
-            cflags.append("-DNO_KERNEL_READ")
+        if not hostcheck.kernel_reads_allowed(host.lockdown):
+            cflags.append("-DNO_KERNEL_READ")  # exec records then carry no path
+            log.warning("lockdown %s: programs built without kernel memory reads; exec "
+                        "records carry no path", level)
         log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
         self.prog = bpfkit.Program(BPF_SOURCE, cflags)
         for name in (*PROGRAMS, "on_exec"):

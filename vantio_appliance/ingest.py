@@ -95,7 +95,7 @@ def _is_gap(body: bytes) -> bool:
     """Whether a JSON object says ``"kind": "gap"`` (only asked once it failed as an event)."""
     try:
         return bool(_KIND.decode(body).kind == "gap")
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return False
 
 
@@ -212,6 +212,8 @@ def _parse_mixed_batch(body: bytes, first: HTTPError) -> list[ApiEvent | ApiGap]
         raw: _RawBatch = _RAW_BATCH.decode(body)
     except msgspec.ValidationError as exc:
         raise _batch_error(exc) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise first from None
     if not any(_is_gap(r) for r in raw.records):
         raise first
     _refuse_duplicates(body)

@@ -28,7 +28,7 @@ from conftest import clear_worm_flags
 from ledger_helpers import cli, cli_env
 from service_helpers import Server, add_tenant, ledger_lines
 
-from vantio_appliance import enforcer
+from vantio_appliance import enforcer, hostcheck
 
 pytestmark = pytest.mark.root
 CG2 = Path("/sys/fs/cgroup/unified")
@@ -427,3 +427,62 @@ def test_a_bad_policy_is_refused_with_its_line(tmp_path: Path) -> None:
               "--pin-dir", "/sys/fs/bpf/vantio-never", "--cgroup-root", CG2 / "vantio-never.slice")
     assert out.returncode == 2 and f"{bad}:5: " in out.stderr and "70000" in out.stderr
     assert not Path("/sys/fs/bpf/vantio-never").exists()
+
+
+def test_this_kernel_is_detected_and_fully_armed() -> None:
+    """The real detection: securityfs mounted if it was not, a lockdown level read (never
+    written), every program and map type loaded by the kernel itself."""
+    host = hostcheck.probe(CG2, CG2 / "vantio-probe.slice")
+    assert hostcheck.SECURITYFS in hostcheck.mount_points(
+        Path("/proc/self/mounts").read_text(), "securityfs")
+    assert hostcheck.lockdown_level(host.lockdown) in ("none", "integrity", "confidentiality")
+    assert set(host.kernel) == set(hostcheck.KERNEL) and not any(host.kernel.values()), host
+    assert host.freezer and host.tracepoint
+    assert hostcheck.missing(host, Path("/sys/fs/bpf/vantio-probe"), CG2) == []
+
+
+def test_half_armed_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("agents: []\n")
+    out = cli("enforcer", "run", "--policy", policy, "--no-ledger", "--state-dir",
+              tmp_path / "s", "--pin-dir", tmp_path / "pins", "--cgroup-root",
+              CG2 / "vantio-never.slice")
+    assert out.returncode == 2, out.stderr
+    assert "refusing to run half-armed" in out.stderr and "bpffs under" in out.stderr
+    assert not (tmp_path / "pins").exists() and not (CG2 / "vantio-never.slice").exists()
+
+
+_KERNEL_READS = {4, 45, 113, 115}  # bpf_probe_read(_str), bpf_probe_read_kernel(_str)
+
+
+def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
+    from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    b = BPF(src_file=str(enforcer.BPF_SOURCE).encode(), cflags=[
+        "-DAGENT_LEVEL=2", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16", f'-DPIN_DIR="{pins}"',
+        "-w", *cflags])
+    try:
+        calls = set()
+        for fn in (*enforcer.PROGRAMS, "on_exec"):
+            code = b.dump_func(fn.encode())
+            for i in range(0, len(code), 8):
+                if code[i] == 0x85 and code[i + 1] >> 4 == 0:  # BPF_CALL of a helper
+                    calls.add(int.from_bytes(code[i + 4:i + 8], "little", signed=True))
+        return calls
+    finally:
+        b.cleanup()
+
+
+def test_under_confidentiality_the_programs_read_no_kernel_memory() -> None:
+    """lockdown=confidentiality refuses programs calling bpf_probe_read_kernel*: the build
+    the daemon then uses calls none (this machine runs `integrity`, which is never raised:
+    the bytecode is checked instead). The normal build does read (the exec path)."""
+    pins = Path(f"/sys/fs/bpf/vantio-test-{uuid.uuid4().hex[:8]}")
+    pins.mkdir()
+    try:
+        assert _helper_calls([], pins) & _KERNEL_READS
+        assert not _helper_calls(["-DNO_KERNEL_READ"], pins) & _KERNEL_READS
+    finally:
+        for p in pins.iterdir():
+            p.unlink()
+        pins.rmdir()

@@ -132,6 +132,44 @@ def percpu_u64_sums(map_fd: int, entries: int) -> list[int]:
     return out
 
 
+# Kernel probes: load the smallest program of a type, create the smallest map of a type.
+_SYS_BPF: Final = 321  # x86-64
+_MAP_CREATE: Final = 0
+_PROG_LOAD: Final = 5
+_RETURN_1: Final = bytes.fromhex("b700000001000000" "9500000000000000")  # r0 = 1; exit
+PROG_TRACEPOINT: Final = 5
+MAP_LPM_TRIE: Final = 11
+MAP_RINGBUF: Final = 27
+
+
+def _sys_bpf(cmd: int, attr: bytes) -> int:
+    libc = ct.CDLL(None, use_errno=True)
+    buf = ct.create_string_buffer(attr, 128)
+    fd = int(libc.syscall(_SYS_BPF, cmd, buf, 128))
+    if fd < 0:
+        return -(ct.get_errno() or 1)
+    os.close(fd)
+    return 0
+
+
+def probe_prog(prog_type: int, attach_type: int = 0) -> int:
+    """0 when the kernel loads a program of this type (attached as ``attach_type``); else
+    the negative errno."""
+    insns = ct.create_string_buffer(_RETURN_1, len(_RETURN_1))
+    license_ = ct.create_string_buffer(b"GPL")
+    attr = struct.pack("<IIQQIIQII16sII", prog_type, len(_RETURN_1) // 8,
+                       ct.addressof(insns), ct.addressof(license_), 0, 0, 0, 0, 0,
+                       b"vantio_probe", 0, attach_type)
+    return _sys_bpf(_PROG_LOAD, attr)
+
+
+def probe_map(map_type: int, key_size: int, value_size: int, max_entries: int,
+              flags: int = 0) -> int:
+    """0 when the kernel creates a map of this type; else the negative errno."""
+    return _sys_bpf(_MAP_CREATE, struct.pack("<IIIII", map_type, key_size, value_size,
+                                             max_entries, flags))
+
+
 def map_max_entries(map_fd: int) -> int:
     """max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries)."""
     info = ct.create_string_buffer(80)
