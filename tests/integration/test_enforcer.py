@@ -414,7 +414,7 @@ def _permits(recs: list[dict[str, Any]]) -> int:
 
 def _accounted(recs: list[dict[str, Any]]) -> int:
     """Decisions in the ledger: one by one, or counted in a gap."""
-    return _permits(recs) + sum(r["lost"] for r in recs if r["kind"] == "gap")
+    return _permits(recs) + sum(int(r["lost"]) for r in recs if r["kind"] == "gap")
 
 
 def test_a_bad_policy_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -467,7 +467,7 @@ def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
             code = b.dump_func(fn.encode())
             for i in range(0, len(code), 8):
                 if code[i] == 0x85 and code[i + 1] >> 4 == 0:  # BPF_CALL of a helper
-                    calls.add(int.from_bytes(code[i + 4:i + 8], "little", signed=True))
+                    calls.add(int.from_bytes(bytes(code[i + 4:i + 8]), "little", signed=True))
         return calls
     finally:
         b.cleanup()

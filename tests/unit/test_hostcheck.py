@@ -22,7 +22,7 @@ ARMED = Host(euid=0, mounts=MOUNTS, lockdown="none [integrity] confidentiality\n
 
 
 def _with(**changes: object) -> Host:
-    return Host(**{**ARMED.__dict__, **changes})  # type: ignore[arg-type]
+    return Host(**{**ARMED.__dict__, **changes})
 
 
 def test_a_fully_armed_host_misses_nothing() -> None:
