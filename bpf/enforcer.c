@@ -60,7 +60,9 @@ struct exec_event {
     char path[128];
 };
 
-BPF_ARRAY(config, u32, 1);                                 // [0] = live generation
+// [0] = live generation; [1] = 1 while any agent is quarantined (else egress and
+// connects skip the quarantine lookup: the common case costs one array read)
+BPF_ARRAY(config, u32, 2);
 BPF_HASH(agents, struct agent_key, struct agent_val, 4096);
 BPF_F_TABLE("lpm_trie", struct lpm4, struct rules, rules4, 65536, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct lpm6, struct rules, rules6, 65536, BPF_F_NO_PREALLOC);
@@ -91,6 +93,12 @@ static __always_inline u32 live_gen(void) {
     u32 zero = 0;
     u32 *g = config.lookup(&zero);
     return g ? *g : 0;
+}
+
+static __always_inline int any_quarantined(void) {
+    u32 one = 1;
+    u32 *q = config.lookup(&one);
+    return q && *q;
 }
 
 static __always_inline void count_lost(u32 stage, u32 enforce) {
@@ -154,7 +162,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
         rs = rules4.lookup(&k4);
     }
     u8 action = PERMIT;
-    u64 *q = quarantined.lookup(&agent_cgid);
+    u64 *q = any_quarantined() ? quarantined.lookup(&agent_cgid) : 0;
     if (q)
         action = QUARANTINE;
     else if (!ports_allow(rs, port, proto))
@@ -164,6 +172,8 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
     else if (action == QUARANTINE && !q) {
         u64 zero = 0;
         quarantined.insert(&agent_cgid, &zero);  // egress is severed from this moment
+        u32 one = 1;
+        config.update(&one, &one);
     }
 
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
@@ -203,6 +213,8 @@ int sendmsg6(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_SENDMSG6, 1);
 
 // Quarantined agents: every egress packet is dropped and its bytes counted.
 int egress(struct __sk_buff *skb) {
+    if (!any_quarantined())
+        return 1;
     u64 agent_cgid = bpf_skb_ancestor_cgroup_id(skb, AGENT_LEVEL);
     u64 *severed = quarantined.lookup(&agent_cgid);
     if (!severed)

@@ -390,9 +390,22 @@ class Enforcer:
         """Agents left frozen by an earlier daemon stay quarantined."""
         for agent in self.policy.agents:
             path = self.opts.root / agent.cgroup
-            if is_frozen(path):
+            if is_frozen(path) and self.severed(cgroup_id(path)) is None:
                 bpfkit.update(self.maps["quarantined"], cgroup_id(path).to_bytes(8, "little"),
                               bytes(8))
+        self._flag_quarantine()
+
+    def _flag_quarantine(self) -> None:
+        """config[1]: whether the programs must look agents up in ``quarantined`` at all.
+
+        Cleared only when the map is empty, and set again if the kernel quarantined
+        an agent meanwhile (it inserts, then sets the flag)."""
+        one = (1).to_bytes(4, "little")
+        if bpfkit.empty(self.maps["quarantined"], 8):
+            bpfkit.update(self.maps["config"], one, bytes(4))
+            if bpfkit.empty(self.maps["quarantined"], 8):
+                return
+        bpfkit.update(self.maps["config"], one, one)
 
     def _install(self, pol: policy.Policy) -> None:
         """Write generation gen+1, flip config[0] to it, then delete the old generation."""
@@ -577,6 +590,7 @@ class Enforcer:
         with self.lock:
             if self.severed(cgid) is None:
                 bpfkit.update(self.maps["quarantined"], cgid.to_bytes(8, "little"), bytes(8))
+                self._flag_quarantine()
         self.freeze_quarantined()
         return {"agent": name, "quarantined": True}
 
@@ -584,6 +598,7 @@ class Enforcer:
         cgid = self.agent_cgids[name]
         severed = self.severed(cgid) or 0
         bpfkit.delete(self.maps["quarantined"], cgid.to_bytes(8, "little"))
+        self._flag_quarantine()
         set_frozen(self.opts.root / self.policy.agent(name).cgroup, False)
         self._send([json.dumps(self._agent_record(name, "permit", "vantio_release",
                                                   severed)).encode()])

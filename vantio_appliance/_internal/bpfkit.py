@@ -41,6 +41,7 @@ def _lib() -> Any:
     lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
     lib.bpf_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_ulonglong]
     lib.bpf_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
+    lib.bpf_get_first_key.argtypes = [ct.c_int, ct.c_void_p, ct.c_size_t]
     lib.bpf_obj_get_info.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
     return lib
 
@@ -110,6 +111,12 @@ def lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     if lib().bpf_map_lookup_elem(map_fd, k, v) < 0:
         return None
     return v.raw
+
+
+def empty(map_fd: int, key_size: int) -> bool:
+    """Whether a hash map has no entries."""
+    k = ct.create_string_buffer(key_size)
+    return bool(lib().bpf_get_first_key(map_fd, k, key_size) < 0)
 
 
 def possible_cpus() -> int:
