@@ -177,6 +177,16 @@ def probe_map(map_type: int, key_size: int, value_size: int, max_entries: int,
                                              max_entries, flags))
 
 
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program (struct bpf_prog_info); counted only while the
+    sysctl kernel.bpf_stats_enabled is 1."""
+    info = ct.create_string_buffer(256)
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(prog_fd, info, ct.byref(size)), "program info")
+    return (int.from_bytes(info.raw[192:200], "little"),
+            int.from_bytes(info.raw[200:208], "little"))
+
+
 def map_max_entries(map_fd: int) -> int:
     """max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries)."""
     info = ct.create_string_buffer(80)
