@@ -37,11 +37,11 @@ from ._internal import bpfkit
 
 log = logging.getLogger("vantio.enforcer")
 
-CGROUP2: Final = Path("/sys/fs/cgroup/unified")
+CGROUP2: Final = hostcheck.cgroup2_root(Path("/proc/self/mounts").read_text())
 DEFAULT_ROOT: Final = CGROUP2 / policy.SLICE
 DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
 DEFAULT_STATE: Final = Path("/run/vantio/enforcer")
-BPF_SOURCE: Final = Path(__file__).resolve().parent.parent / "bpf" / "enforcer.c"
+BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # package data
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
 MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
                "events")
@@ -107,7 +107,9 @@ def drop_capabilities(keep: Sequence[int] = (_CAP_BPF,)) -> None:
     """Keep only ``keep`` (CAP_BPF: policy map updates on reload, release, quarantine).
 
     Called before any thread starts: capabilities are per thread. The bounding
-    set is emptied too, so nothing exec'd later regains them.
+    set is emptied too where the process may (CAP_SETPCAP, as plain root has);
+    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= and SecureBits=
+    noroot keep anything exec'd from regaining what the bounding set still lists.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -341,8 +343,11 @@ class Enforcer:
             raise EnforcerError("refusing to run half-armed; missing: " + "; ".join(missing))
         level = hostcheck.lockdown_level(host.lockdown)
         root = self.opts.root
-        root.mkdir(exist_ok=True)
-        self.opts.pins.mkdir(mode=0o700, exist_ok=True)
+        try:
+            root.mkdir(exist_ok=True)
+            self.opts.pins.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise EnforcerError(f"cannot create {exc.filename}: {exc.strerror}") from None
         depth = len(root.relative_to(CGROUP2).parts) + 1
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
                   f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]

@@ -57,6 +57,16 @@ def mount_points(mounts: str, fstype: str) -> list[Path]:
     return out
 
 
+def cgroup2_root(mounts: str) -> Path:
+    """Where cgroup v2 is: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a
+    hybrid one (our CI machines), else the first cgroup2 mount; /sys/fs/cgroup if none."""
+    found = mount_points(mounts, "cgroup2")
+    for usual in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if usual in found:
+            return usual
+    return found[0] if found else Path("/sys/fs/cgroup")
+
+
 def lockdown_level(text: str | None) -> str:
     """``none``, ``integrity`` or ``confidentiality`` (the bracketed one), else ``unknown``."""
     if text is None or "[" not in text or "]" not in text:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,11 +28,12 @@ import pytest
 from conftest import clear_worm_flags
 from ledger_helpers import cli, cli_env
 from service_helpers import Server, add_tenant, ledger_lines
+from test_enforcer_unit import unit_capabilities
 
 from vantio_appliance import enforcer, hostcheck
 
 pytestmark = pytest.mark.root
-CG2 = Path("/sys/fs/cgroup/unified")
+CG2 = enforcer.CGROUP2
 
 
 def _skip_reason() -> str | None:
@@ -99,14 +101,20 @@ class Stack:
         return ["--state-dir", str(self.state), "--pin-dir", str(self.pins),
                 "--cgroup-root", str(self.root)]
 
-    def start(self) -> Stack:
+    def start(self, wrapper: tuple[str, ...] = (), credentials: bool = False) -> Stack:
+        """Start the daemon (under ``wrapper``; with the key as a systemd credential)."""
         armed = self.log.read_text().count("armed, generation") if self.log.exists() else 0
+        env = cli_env()
+        key = ["--api-key-file", str(self.tmp / "key")]
+        if credentials:
+            env["CREDENTIALS_DIRECTORY"], key = str(self.tmp), []
+            (self.tmp / "vantio-api-key").write_text(self.key)
         with self.log.open("ab") as log:
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "vantio_appliance.cli", "enforcer", "run", "--policy",
-                 str(self.policy), "--ledger-socket", str(self.server.sock), "--api-key-file",
-                 str(self.tmp / "key"), "--ringbuf-pages", str(self.pages), *self.paths()],
-                stdout=log, stderr=log, env=cli_env(), start_new_session=True)
+                [*wrapper, sys.executable, "-m", "vantio_appliance.cli", "enforcer", "run",
+                 "--policy", str(self.policy), "--ledger-socket", str(self.server.sock), *key,
+                 "--ringbuf-pages", str(self.pages), *self.paths()],
+                stdout=log, stderr=log, env=env, start_new_session=True)
         deadline = time.monotonic() + 60
         while self.log.read_text().count("armed, generation") == armed:
             assert self.daemon.poll() is None, self.log.read_text()
@@ -486,3 +494,37 @@ def test_under_confidentiality_the_programs_read_no_kernel_memory() -> None:
         for p in pins.iterdir():
             p.unlink()
         pins.rmdir()
+
+
+def test_as_the_unit_runs_it_its_capabilities_arm_and_only_cap_bpf_stays(
+        tmp_path: Path, listener: Listener) -> None:
+    """The daemon under the unit's CapabilityBoundingSet (setpriv stands in for systemd,
+    not PID 1 here) and its key as a systemd credential: it arms, enforces and records,
+    holding CAP_BPF alone once armed."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("LOUD SKIP: setpriv (util-linux) is ABSENT: the unit's capability set "
+                    "is NOT tried on the kernel")
+    caps = unit_capabilities()
+    s = Stack(tmp_path, POLICY.format(tcp=listener.port))
+    try:
+        s.root.mkdir()  # systemd makes the slice; cgroup2's root needs CAP_DAC_OVERRIDE
+        bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
+        s.start(wrapper=(setpriv, f"--bounding-set={bounding}", "--inh-caps=-all", "--"),
+                credentials=True)
+        assert s.daemon is not None
+        status = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{s.daemon.pid}/status").read_text().splitlines()
+                      if line.startswith("Cap"))
+        cap_bpf = f"{1 << 39:016x}"
+        assert status["CapEff"].strip() == status["CapPrm"].strip() == cap_bpf, status
+        # The bounding set stays the unit's (emptying it needs CAP_SETPCAP, which the unit
+        # does not give); NoNewPrivileges= and SecureBits=noroot keep exec from using it.
+        unit_set = sum(1 << n for n in (39, 38, 12))  # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+        assert int(status["CapBnd"], 16) == unit_set, status
+        got = s.run_agent("web", PROBE.replace("PORT", str(listener.port)))
+        assert got["allowed"] == "ok" and got["denied_addr"] == "EPERM"
+        s.wait_records("web", lambda rs: any(r.get("target_host", "").startswith("127.0.0.3")
+                                             for r in rs))
+    finally:
+        s.close()

@@ -72,3 +72,11 @@ def test_lockdown_decides_kernel_reads(text: str | None, level: str, reads: bool
     assert hostcheck.kernel_reads_allowed(text) is reads
     # Lockdown never makes the host "missing" something: the programs adapt instead.
     assert hostcheck.missing(_with(lockdown=text), PINS, CG2) == []
+
+
+def test_cgroup2_is_found_where_it_is_mounted() -> None:
+    assert hostcheck.cgroup2_root(MOUNTS) == CG2  # hybrid: v1 controllers, v2 beside them
+    unified = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n"
+    assert hostcheck.cgroup2_root(unified) == Path("/sys/fs/cgroup")
+    assert hostcheck.cgroup2_root("cgroup2 /srv/cg cgroup2 rw 0 0\n") == Path("/srv/cg")
+    assert hostcheck.cgroup2_root("") == Path("/sys/fs/cgroup")
