@@ -67,7 +67,7 @@ _RULES_HEAD: Final = struct.Struct("<II")
 _RANGE: Final = struct.Struct("<HHI")
 _LPM4: Final = struct.Struct("<III4s")
 _LPM6: Final = struct.Struct("<III16s")
-_EVENT: Final = struct.Struct("<QQQQIIII16sHBBBBBx16s")
+_EVENT: Final = struct.Struct("<QIIII16sHBBBBBx16s")  # struct event, 64 bytes
 _EXEC_TAIL: Final = struct.Struct("<II128s")
 _CAP_BPF: Final = 39
 
@@ -162,7 +162,6 @@ class Decision:
     gid: int
     comm: str
     cgid: int
-    agent_cgid: int
     family: int
     addr: bytes
     port: int
@@ -171,11 +170,11 @@ class Decision:
 
 
 def decode_event(raw: bytes) -> Decision:
-    (_ts, cgid, agent, _bytes, pid, tgid, uid, gid, addr, port, stage, action, flags, proto,
-     family, comm) = _EVENT.unpack_from(raw)
+    (cgid, pid, tgid, uid, gid, addr, port, stage, action, flags, proto, family,
+     comm) = _EVENT.unpack_from(raw)
     d = Decision(stage, action, flags, pid, tgid, uid, gid,
-                 comm.split(b"\0", 1)[0].decode(errors="replace"), cgid, agent, family, addr,
-                 port, proto)
+                 comm.split(b"\0", 1)[0].decode(errors="replace"), cgid, family, addr, port,
+                 proto)
     if stage == 4 and len(raw) >= _EVENT.size + _EXEC_TAIL.size:
         _old, _pad, path = _EXEC_TAIL.unpack_from(raw, _EVENT.size)
         d.path = path.split(b"\0", 1)[0].decode(errors="replace")
@@ -237,11 +236,13 @@ class EventEncoder:
 
     def __call__(self, raw: bytes) -> tuple[bytes, int]:
         """The record's JSON and its action (an index into ACTIONS)."""
-        action = min(raw[67], 2)
-        if raw[66] == 4:  # exec lineage
+        # struct event: cgid 0, pid tgid uid gid 8-24, addr 24, port 40, stage 42,
+        # action 43, flags 44, proto 45, family 46, comm 48-64
+        action = min(raw[43], 2)
+        if raw[42] == 4:  # exec lineage
             return _json(event_record(decode_event(raw), self._cgroups)), action
-        pkey = raw[8:16] + raw[32:48] + raw[72:88]
-        dkey = raw[48:71]
+        pkey = raw[0:24] + raw[48:64]
+        dkey = raw[24:47]
         proc = self._procs.get(pkey)
         decision = self._decisions.get(dkey)
         if proc is None or decision is None:

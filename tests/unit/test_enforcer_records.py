@@ -23,8 +23,8 @@ def raw(*, cgid: int = 5, pid: int = 100, stage: int = 2, action: int = 0, flags
         comm: bytes = b"python3", path: bytes = b"") -> bytes:
     packed = (socket.inet_pton(socket.AF_INET, addr) + bytes(12) if family == 4
               else socket.inet_pton(socket.AF_INET6, addr))
-    head = enforcer._EVENT.pack(1, cgid, cgid, 0, pid, pid, 1000, 1000, packed, port, stage,
-                                action, flags, proto, family, comm)
+    head = enforcer._EVENT.pack(cgid, pid, pid, 1000, 1000, packed, port, stage, action, flags,
+                                proto, family, comm)
     return head + (enforcer._EXEC_TAIL.pack(1, 0, path) if stage == 4 else b"")
 
 
