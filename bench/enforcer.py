@@ -262,6 +262,20 @@ def wait_count(sock: Path, want: int, timeout: float) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children still running (granian's worker)."""
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_generator(d: Daemon, n: int, rate: float) -> tuple[float, float]:
     """The agent: (monotonic start, its own seconds of connect() calls)."""
     t0 = time.monotonic()
@@ -299,6 +313,7 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                                     float(TARGET_RATE))):
             time.sleep(1)
             base = metric(sock, "vantio_records_total")
+            cpu0 = cpu_seconds(d.proc.pid), cpu_seconds(server.pid)
             t0, gen_s = run_generator(d, count, rate)
             t_gen = t0 + gen_s  # approximately: the agent's start-up is before its t0
             done = wait_count(sock, base + count, timeout=max(60.0, count / 5000))
@@ -309,9 +324,12 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                 say(f"  {label:26} agent {count / gen_s:9,.0f}/s; ledger got only {got:,} of "
                     f"{count:,} in time; lost (gaps) {lost}")
                 continue
+            cpu = ((cpu_seconds(d.proc.pid) - cpu0[0]) / count * 1e6,
+                   (cpu_seconds(server.pid) - cpu0[1]) / count * 1e6)
             say(f"  {label:26} agent {count / gen_s:9,.0f}/s  ledger {count / (done - t0):9,.0f}"
                 f" recorded/s  behind by {max(done - t_gen, 0):5.2f} s at the agent's end  "
-                f"lost (gaps) {lost}")
+                f"lost (gaps) {lost}\n  {'':26} CPU per decision: enforcer {cpu[0]:5.1f} us, "
+                f"ingest service {cpu[1]:5.1f} us")
     finally:
         if d is not None:
             d.close()

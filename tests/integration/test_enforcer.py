@@ -276,6 +276,11 @@ def test_status_shows_policy_agents_and_counters(stack: Stack) -> None:
     st = json.loads(out.stdout)
     assert st["running"] and [a["name"] for a in st["agents"]] == ["web", "mon", "jail"]
     assert "connect4/enforce" in st["lost"] and "prog_connect4" in st["pinned"]
+    assert {"map_events", "map_lost", "map_recorded", "map_quarantined"} <= set(st["pinned"])
+    text = cli("enforcer", "status", *stack.paths())
+    assert text.returncode == 0, text.stderr
+    assert "bytes pending in the ring buffer" in text.stdout
+    assert "sendmsg4/enforce" in text.stdout and "daemon/permit" in text.stdout, text.stdout
 
 
 def test_quarantine_freezes_and_counts_severed_bytes(stack: Stack, listener: Listener) -> None:
