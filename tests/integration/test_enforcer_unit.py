@@ -104,7 +104,8 @@ def test_the_service_contract(unit_text: str) -> None:
     # bcc compiles against the headers under /lib/modules, which this setting hides.
     assert _one(s, "ProtectKernelModules") in (None, "no")
     assert _one(s, "PrivateNetwork") == "yes" and _one(s, "RestrictAddressFamilies") == "AF_UNIX"
-    assert _one(s, "RuntimeDirectory") == "vantio/enforcer"
+    assert _one(s, "RuntimeDirectory") == "vantio-enforcer"  # /run/vantio is the ledger's
+    assert _one(s, "SupplementaryGroups") == "vantio-ingest"  # the ingest socket's group
     assert _one(s, "LoadCredential") == "vantio-api-key:/etc/vantio/enforcer.key"
 
 
