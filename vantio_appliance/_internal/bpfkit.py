@@ -209,7 +209,9 @@ class RingReader:
     record as soon as its callback returns; here ``release`` moves it, after
     the records are safely elsewhere (the ledger), so records a killed reader
     held are read again by the next one from the pinned map. No epoll: the
-    programs submit without wake-ups and the reader polls on a timer.
+    programs submit without wake-ups and the reader polls on a timer. Plain
+    loads suffice for the positions and headers on x86-64 (loads are not
+    reordered with loads; the kernel publishes with release stores).
     """
 
     def __init__(self, map_fd: int) -> None:

@@ -42,6 +42,8 @@ struct lpm4 { u32 prefixlen; u32 gen; u32 agent; u32 addr; };
 struct lpm6 { u32 prefixlen; u32 gen; u32 agent; u32 addr[4]; };
 
 // 64 bytes: one cache line, and only what the records carry (the ledger stamps time).
+// The ring buffer is pinned and outlives the daemon: a change to this layout must
+// also rename its pin (map_events), or a new daemon would misread old records.
 struct event {
     u64 cgid;
     u32 pid, tgid, uid, gid;
