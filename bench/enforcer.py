@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -48,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from _workdir import checkout, remove  # noqa: E402
 
-from vantio_appliance import enforcer  # noqa: E402
+from vantio_appliance import client, enforcer  # noqa: E402
 from vantio_appliance._internal import bpfkit  # noqa: E402
 
 CG2: Final = enforcer.CGROUP2
@@ -276,6 +277,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def ledger_events(ledger: Path) -> Iterator[bytes]:
+    """Submissions equal to the events the enforcer sent (stored fields the ledger adds
+    taken out)."""
+    for seg in sorted((ledger / "segments").glob("*.worm")):
+        for raw in seg.read_bytes().splitlines():
+            rec = json.loads(raw)
+            if rec["kind"] == "event" and "target_host" in rec:
+                for k in ("v", "seq", "kind", "tenant", "time", "receipt", "trace_id"):
+                    rec.pop(k)
+                yield json.dumps(rec, separators=(",", ":")).encode()
+
+
 def run_generator(d: Daemon, n: int, rate: float) -> tuple[float, float]:
     """The agent: (monotonic start, its own seconds of connect() calls)."""
     t0 = time.monotonic()
@@ -330,6 +343,16 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                 f" recorded/s  behind by {max(done - t_gen, 0):5.2f} s at the agent's end  "
                 f"lost (gaps) {lost}\n  {'':26} CPU per decision: enforcer {cpu[0]:5.1f} us, "
                 f"ingest service {cpu[1]:5.1f} us")
+        # The comparison: the ingest service alone, fed the same records by one client.
+        line = next(iter(ledger_events(ledger)))
+        api = client.Client(key, sock)
+        t0 = time.monotonic()
+        for _ in range(n // 10 // enforcer.BATCH):
+            api.submit_batch([line] * enforcer.BATCH)
+        alone = n // 10 // enforcer.BATCH * enforcer.BATCH / (time.monotonic() - t0)
+        api.close()
+        say(f"  {'the ingest service alone':26} {alone:9,.0f} records/s (the same records, "
+            f"batches of {enforcer.BATCH} from one client: the ceiling of the pipeline)")
     finally:
         if d is not None:
             d.close()
