@@ -1,4 +1,4 @@
-"""A small client of the ingest API over its unix socket (stdlib only).
+"""A small client of the ingest API over its unix socket.
 
 The enforcer and `vantio ingest` use it. It checks every receipt it gets
 back against the tenant's key, so a client learns at once if the service it
@@ -7,7 +7,6 @@ talked to is not the one holding its key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import http.client
 import socket
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from .layout import DEFAULT_SOCKET
 
@@ -70,7 +71,7 @@ class Client:
     def __init__(self, api_key: str, sock: Path = DEFAULT_SOCKET, timeout: float = 30.0) -> None:
         self.api_key = api_key
         self._conn = _UnixConnection(sock, timeout)
-        self._mac = hmac.new(api_key.encode(), digestmod=hashlib.sha256)  # keyed once
+        self._mac = HMAC(api_key.encode(), SHA256())  # keyed once, copied per receipt
 
     def _request(self, method: str, path: str, body: bytes | None = None
                  ) -> tuple[bytes, http.client.HTTPResponse]:
@@ -98,7 +99,7 @@ class Client:
         """The receipt (records.receipt: HMAC-SHA256 of the trace id under the key), checked."""
         mac = self._mac.copy()
         mac.update(item.trace_id.encode())
-        if not hmac.compare_digest(mac.hexdigest(), rcpt):
+        if not hmac.compare_digest(mac.finalize().hex(), rcpt):
             raise ApiError(0, "receipt does not match this tenant's key", "x-vantio-signature")
         return Receipt(item.trace_id, item.seq, rcpt, item.leaf_hash)
 
