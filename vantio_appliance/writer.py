@@ -469,10 +469,16 @@ class Ledger:
             self.observer(self.active, taken, data,
                           [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]])
         self._settle_rotation()
+        # the failed write was a seal record and it reached the disk: a seal closes its
+        # segment, so finish it (+i, the next segment) before anything else is written
+        sealed = self._last_kind == "seal" and self._torn is None and self._offset > taken
         if self._torn is not None:
             self._append_torn()
         self._dirty = False
-        self._publish()
+        if sealed:
+            self._finish_seal()
+        else:
+            self._publish()
 
     def _append_torn(self) -> None:
         assert self._torn is not None

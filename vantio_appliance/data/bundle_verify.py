@@ -556,7 +556,7 @@ def _segment(b: Bundle, name: str, tree: CompactRange, chain: Chain, identity: K
     *lines, tail = data.split(b"\n")
     if tail:
         findings.append(f"segment {name}: torn tail without a torn record")
-    offset, bad_at, last_kind, count = 0, None, None, 0
+    offset, bad_at, last_kind, count, sealed = 0, None, None, 0, None
     for line in lines:
         here, offset = offset, offset + len(line) + 1
         try:
@@ -577,7 +577,12 @@ def _segment(b: Bundle, name: str, tree: CompactRange, chain: Chain, identity: K
         bad_at = None
         if seq != tree.size:
             raise Bad(f"{where}: expected seq {tree.size}")
+        if sealed is not None:  # a seal closes its segment: nothing may follow it there
+            findings.append(f"segment {name}, seq {sealed}: records follow the seal record "
+                            "in its segment (the seal was never finished)")
+            sealed = None
         if kind == "seal":
+            sealed = seq
             try:
                 scp = chain.open(str(rec.get("checkpoint")).encode(), "seal checkpoint")
                 if (scp.size, scp.root) != (seq, tree.root()) or rec.get("segment") != name:
