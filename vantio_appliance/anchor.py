@@ -18,6 +18,7 @@ older last-export, which the next export extends all the same.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 from collections.abc import Callable
@@ -142,11 +143,11 @@ class _Writer:
         self.digests[rel] = hashlib.sha256(data).hexdigest()
         self.bytes += len(data)
 
-    def copy(self, rel: str, source: Path) -> None:
+    def copy(self, rel: str, src: io.BufferedIOBase) -> None:
         path = self.base / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        with source.open("rb") as src, path.open("wb") as dst:
+        with path.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
                 digest.update(chunk)
@@ -202,7 +203,7 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         partial = media / f".{bundle.bundle_name(cp.size)}.partial"
         if partial.exists():  # a crashed export of ours: never complete, never renamed
             shutil.rmtree(partial)
-        total = sum((layout.segments / n).stat().st_size for n in copied)
+        total = sum(layout.segment_path(n).stat().st_size for n in copied)
         out = _Writer(partial, progress, total)
         try:
             _write_bundle(out, layout, ledger, signed, cp, last, scan, copied, names)
@@ -242,7 +243,8 @@ def _write_bundle(out: _Writer, layout: Layout, ledger: writer.Ledger, signed: b
         after = segment_first_seq(names[names.index(copied[-1]) + 1])
         out.write(bundle.EDGE, bundle.format_compact_range(tree.compact_range(first)))
         for name in copied:
-            out.copy(f"{bundle.SEGMENTS}/{name}", layout.segments / name)
+            with layout.open_segment(name) as source:  # warm ones leave decompressed
+                out.copy(f"{bundle.SEGMENTS}/{name}", source)
         out.write(bundle.SEGMENTS_CONSISTENCY, cpmod.format_consistency(
             after, size, tree.consistency_proof(after, size)))
     out.write(bundle.VERIFY_SCRIPT, verify_script())

@@ -100,7 +100,7 @@ def parse_trusted_keys(text: str) -> TrustedKeys:
     return TrustedKeys(notes, others)
 
 
-class _Bundle:
+class BundleFiles:
     """The files of a bundle directory, by relative path (symlinks are not followed)."""
 
     def __init__(self, root: Path) -> None:
@@ -136,7 +136,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_manifest(b: _Bundle) -> Check:
+def check_manifest(b: BundleFiles) -> Check:
     data = b.read(bundle.MANIFEST)
     if data is None:
         return Check("manifest", FAILED, f"no {bundle.MANIFEST}", [f"no {bundle.MANIFEST}"])
@@ -161,7 +161,7 @@ def check_manifest(b: _Bundle) -> Check:
     return Check("manifest", OK, f"{len(listed)} files, each matching its SHA-256")
 
 
-def check_keys(b: _Bundle, identity: note.Verifier, epoch0: note.Verifier) -> Check:
+def check_keys(b: BundleFiles, identity: note.Verifier, epoch0: note.Verifier) -> Check:
     findings = []
     for rel, trusted in ((bundle.LOG_VKEY, identity), (bundle.EPOCH0_VKEY, epoch0)):
         data = b.read(rel)
@@ -175,7 +175,7 @@ def check_keys(b: _Bundle, identity: note.Verifier, epoch0: note.Verifier) -> Ch
                  "(the checks use the trusted copies)")
 
 
-def check_epochs(b: _Bundle, chain: EpochChain, signed: bytes | None,
+def check_epochs(b: BundleFiles, chain: EpochChain, signed: bytes | None,
                  cp: cpmod.Checkpoint | None) -> Check:
     """Every epoch record: in the exported tree (its tlog-proof), signed by the previous
     epoch's key, committed to the exported tree's prefix (the proof's left siblings)."""
@@ -240,7 +240,7 @@ def check_checkpoint(chain: EpochChain, signed: bytes | None) -> Check:
                  f"of epoch {chain.at(cp.size).n}")
 
 
-def check_previous(b: _Bundle, chain: EpochChain, cp: cpmod.Checkpoint | None) -> Check:
+def check_previous(b: BundleFiles, chain: EpochChain, cp: cpmod.Checkpoint | None) -> Check:
     prev_signed, proof = b.read(bundle.PREVIOUS), b.read(bundle.CONSISTENCY)
     if prev_signed is None:
         if proof is not None:
@@ -273,7 +273,7 @@ def check_previous(b: _Bundle, chain: EpochChain, cp: cpmod.Checkpoint | None) -
                  f"epoch {chain.at(prev.size).n})")
 
 
-def check_custodial(b: _Bundle, identity: note.Verifier, chain: EpochChain,
+def check_custodial(b: BundleFiles, identity: note.Verifier, chain: EpochChain,
                     cp: cpmod.Checkpoint | None) -> Check:
     """Every record of the copied segments, from the edge to each seal's signed root, and
     on to the exported tree by segments/consistency."""
@@ -320,7 +320,7 @@ def check_custodial(b: _Bundle, identity: note.Verifier, chain: EpochChain,
                  f"{edge.size}: every seal signed by its epoch, all in the exported tree")
 
 
-def check_proofs(b: _Bundle, chain: EpochChain, n_epochs: int) -> Check:
+def check_proofs(b: BundleFiles, chain: EpochChain, n_epochs: int) -> Check:
     """tlog-proofs besides the epochs': each checkpoint's signatures, and the inclusion of
     ``X.record`` (the record's line) when the bundle has it beside ``X.tlog-proof``."""
     others = sorted(rel for rel in b.files if rel.endswith(".tlog-proof")
@@ -401,7 +401,8 @@ def check_timestamps(checkpoint_file: bytes | None, tokens: dict[str, bytes],
     return Check("timestamps", OK, "; ".join(times))
 
 
-def _returns(b: _Bundle) -> tuple[list[bytes], dict[str, bytes]]:
+def returns(b: BundleFiles) -> tuple[list[bytes], dict[str, bytes]]:
+    """What came back from the anchor station: cosignature lines, and tokens by path."""
     cosigs = [line for rel in sorted(b.files) if rel.startswith("cosignatures/")
               and rel.endswith(".cosig")
               for line in b.files[rel].read_bytes().splitlines() if line.strip()]
@@ -425,7 +426,7 @@ def verify_bundle(path: Path, trusted: TrustedKeys, *, quorum: int = 0,
                   tsa_cert: bytes | None = None) -> BundleReport:
     """Check the bundle at ``path`` against ``trusted`` keys; BundleError when unreadable."""
     started = time.perf_counter()
-    b = _Bundle(path)
+    b = BundleFiles(path)
     signed = b.read(bundle.CHECKPOINT)
     cp: cpmod.Checkpoint | None = None
     origin = ""
@@ -450,7 +451,7 @@ def verify_bundle(path: Path, trusted: TrustedKeys, *, quorum: int = 0,
               check_epochs(b, chain, signed, cp), check_checkpoint(chain, signed)]
     checks += [check_previous(b, chain, cp), check_custodial(b, identity, chain, cp),
                check_proofs(b, chain, len(chain.epochs))]
-    cosigs, tokens = _returns(b)
+    cosigs, tokens = returns(b)
     witness_keys = trusted.others + [str(k) for k in trusted.notes
                                      if k not in (identity, epoch0)]
     checks.append(check_cosignatures(signed or b"", cosigs, witness_keys, quorum))

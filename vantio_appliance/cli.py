@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = layout.segment_names()
     segments = []
     for i, name in enumerate(names):
-        path = layout.segments / name
+        path = layout.segment_path(name)  # hot, or warm (compressed)
         segments.append({"name": name, "bytes": path.stat().st_size,
                          "state": "active" if i == len(names) - 1 else "sealed",
                          "flags": osutil.flags_text(path)})
