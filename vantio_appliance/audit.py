@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from . import bundle, merkle, note, timestamp, witness
+from . import bundle, merkle, note, regulator, timestamp, witness
 from . import checkpoint as cpmod
 from .canonical import encode as canonical_encode
 from .epoch import EpochChain, EpochError, key_name
@@ -327,13 +327,16 @@ def check_proofs(b: BundleFiles, chain: EpochChain, n_epochs: int) -> Check:
                     and not rel.startswith(f"{bundle.EPOCH_PROOFS}/"))
     findings: list[str] = []
     with_record = 0
+    opened: dict[bytes, cpmod.Checkpoint] = {}  # a regulator export's proofs share one
     for rel in others:
         data = b.read(rel)
         assert data is not None
         record = b.read(rel[:-len(".tlog-proof")] + ".record")
         try:
             proof = cpmod.parse_inclusion(data)
-            pcp = chain.open_checkpoint(proof.signed_checkpoint, f"{rel}'s checkpoint")
+            pcp = opened.get(proof.signed_checkpoint) or chain.open_checkpoint(
+                proof.signed_checkpoint, f"{rel}'s checkpoint")
+            opened[proof.signed_checkpoint] = pcp
             if record is not None:
                 merkle.verify_inclusion(proof.index, pcp.size,
                                         merkle.leaf_hash(record.rstrip(b"\n")), proof.path,
@@ -348,6 +351,44 @@ def check_proofs(b: BundleFiles, chain: EpochChain, n_epochs: int) -> Check:
         detail += (f"; {len(others)} more, checkpoints signed, {with_record} with their record "
                    "included")
     return Check("proofs", OK, detail)
+
+
+def check_range(b: BundleFiles) -> Check:
+    """A regulator export (regulator.py): ``records/`` holds exactly the seqs the range file
+    names, each a record line of that seq with its tlog-proof (checked under proofs), and
+    the first and last stamped inside the period."""
+    data = b.read(regulator.RANGE)
+    if data is None:
+        return Check("range", SKIPPED, "not a regulator export")
+    try:
+        rng = regulator.Range.parse(data)
+    except bundle.BundleFormatError as exc:
+        return Check("range", FAILED, str(exc), [str(exc)])
+    findings: list[str] = []
+    expected = {n for seq in range(rng.first, rng.last + 1)
+                for n in (regulator.record_name(seq), regulator.proof_name(seq))}
+    present = {rel for rel in b.files if rel.startswith(f"{regulator.RECORDS}/")}
+    for rel in sorted(expected - present):
+        _findings(findings, f"{rel} is missing: the range names seqs {rng.first}..{rng.last}")
+    for rel in sorted(present - expected):
+        _findings(findings, f"{rel} is outside the range's seqs {rng.first}..{rng.last}")
+    for seq in range(rng.first, rng.last + 1):
+        line = b.read(regulator.record_name(seq))
+        if line is None:
+            continue
+        try:
+            rec = decode_record(line.rstrip(b"\n"))
+        except RecordError as exc:
+            _findings(findings, f"{regulator.record_name(seq)}: not a record: {exc}")
+            continue
+        if rec.seq != seq:
+            _findings(findings, f"{regulator.record_name(seq)} holds seq {rec.seq}")
+        if seq in (rng.first, rng.last) and not rng.start_ns <= rec.time.real_ns < rng.end_ns:
+            _findings(findings, f"seq {seq} is stamped outside the period")
+    if findings:
+        return Check("range", FAILED, findings[0], findings)
+    return Check("range", OK, f"seqs {rng.first}..{rng.last}, every one present, stamped "
+                 f"{regulator.iso(rng.start_ns)} to {regulator.iso(rng.end_ns)}")
 
 
 def check_cosignatures(signed_checkpoint: bytes, cosignature_lines: list[bytes],
@@ -450,7 +491,7 @@ def verify_bundle(path: Path, trusted: TrustedKeys, *, quorum: int = 0,
     checks = [check_manifest(b), check_keys(b, identity, epoch0),
               check_epochs(b, chain, signed, cp), check_checkpoint(chain, signed)]
     checks += [check_previous(b, chain, cp), check_custodial(b, identity, chain, cp),
-               check_proofs(b, chain, len(chain.epochs))]
+               check_proofs(b, chain, len(chain.epochs)), check_range(b)]
     cosigs, tokens = returns(b)
     witness_keys = trusted.others + [str(k) for k in trusted.notes
                                      if k not in (identity, epoch0)]
