@@ -173,9 +173,13 @@ REFUSALS: dict[str, tuple[Edit, str]] = {
                           "manifest mismatch"),
     "file-changed-after-export": (lambda s, b: _readme_edited(b), "manifest: README.txt does "
                              "not match"),
-    "nothing-came-back": (lambda s, b: (shutil.rmtree(b / "cosignatures"),
-                                        shutil.rmtree(b / "timestamps")), "nothing came back"),
+    "nothing-came-back": (lambda s, b: _no_returns(b), "nothing came back"),
 }
+
+
+def _no_returns(b: Path) -> None:
+    shutil.rmtree(b / "cosignatures")
+    shutil.rmtree(b / "timestamps")
 
 
 def _foreign_token(s: Station, b: Path) -> None:

@@ -113,6 +113,10 @@ def _drop_record(b: Path) -> None:
     victim.with_suffix(".tlog-proof").unlink()
 
 
+def _extra(b: Path) -> None:
+    (b / "records" / "extra.record").write_bytes(b"{}\n")
+
+
 def _remanifested(edit: Callable[[Path], None]) -> Callable[[Path], None]:
     def both(b: Path) -> None:
         edit(b)
@@ -125,8 +129,7 @@ TAMPERS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "tampered-record-remanifested": (_remanifested(_tamper_record), "proofs",
                                      "inclusion"),
     "proof-mismatch": (_remanifested(_swap_proofs), "proofs", ""),
-    "manifest-mismatch": (lambda b: (b / "records" / "extra.record").write_bytes(b"{}\n"),
-                          "manifest", "is not in the manifest"),
+    "manifest-mismatch": (lambda b: _extra(b), "manifest", "is not in the manifest"),
     "record-dropped": (_remanifested(_drop_record), "range", "is missing"),
 }
 
