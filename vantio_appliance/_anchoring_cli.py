@@ -27,11 +27,11 @@ def cmd_anchor_import(args: argparse.Namespace) -> int:
         if o.refused is not None:
             print(f"REFUSED {o.bundle}: {o.refused}; nothing recorded", file=sys.stderr)
         elif o.seq is None:
-            print(f"{o.bundle}: all {o.already} pieces of evidence were recorded before",
+            print(f"{o.bundle}: its evidence ({o.already}) was recorded before",
                   file=sys.stderr)
         else:
             what = ", ".join(" ".join(e.split(" ")[:2]) for e in o.evidence)
-            print(f"{o.bundle}: size {o.size}: recorded {len(o.evidence)} pieces of evidence "
+            print(f"{o.bundle}: size {o.size}: recorded evidence "
                   f"({what}) in the anchor record at seq {o.seq}", file=sys.stderr)
     return EXIT_FAILED if any(o.refused for o in outcomes) else EXIT_OK
 

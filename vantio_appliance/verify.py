@@ -400,10 +400,12 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
     names = layout.segment_names()
     if not names:
         raise VerifyError(f"no segments in {layout.segments}")
+    expired: list[Finding] = []
     try:
-        check = Checker(verifier, chain, _expired(layout, chain, notices))
+        check = Checker(verifier, chain, _expired(layout, chain, notices, expired))
     except (retention.RetentionError, OSError) as exc:
         raise VerifyError(str(exc)) from None
+    check.findings += expired
     signed, check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
     cut = check.checkpoint.size if check.checkpoint else None
     try:
@@ -444,7 +446,8 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
                   time.perf_counter() - started, len(chain.epochs), notices)
 
 
-def _expired(layout: Layout, chain: EpochChain, notices: list[str]) -> merkle.CompactRange:
+def _expired(layout: Layout, chain: EpochChain, notices: list[str],
+             findings: list[Finding]) -> merkle.CompactRange:
     """After a deletion at retention end: the tree's edge at the first kept record, and the
     deleted epoch records accepted into the chain (their signatures checked from epoch 0;
     the edge is checked by the next seal's signed root)."""
@@ -459,7 +462,8 @@ def _expired(layout: Layout, chain: EpochChain, notices: list[str]) -> merkle.Co
                 raise RecordError("", "not a canonical epoch record")
             chain.accept(rec.epoch, rec.seq, rec.root, rec.vkey, rec.signature)
         except (RecordError, EpochError) as exc:
-            raise retention.RetentionError(f"{layout.expired_epochs}: {exc}") from None
+            findings.append(Finding(None, None, f"{layout.expired_epochs.name}: {exc}"))
+            break
     notices.append(f"records 0..{edge.size - 1} were deleted after their retention end: "
                    f"verified from seq {edge.size} on ({layout.expired})")
     return edge

@@ -182,6 +182,19 @@ def test_a_forged_edge_is_found(ledger_dir: Path, sealed: list[str]) -> None:
     assert res.returncode == 1 and "seal checkpoint does not match" in res.stdout
 
 
+def test_a_forged_expired_epoch_is_found(ledger_dir: Path, sealed: list[str]) -> None:
+    layout = Layout(ledger_dir)
+    _retain(ledger_dir, "--now", _at(3.5))
+    assert cli("ledger", "expire", "--dir", ledger_dir, "--now", _at(6.5), "--upto",
+               sealed[1]).returncode == 0
+    data = layout.expired_epochs.read_bytes()
+    at = data.index(b'"signature":"') + len(b'"signature":"')
+    forged = data[:at] + (b"B" if data[at:at + 1] != b"B" else b"C") + data[at + 1:]
+    layout.expired_epochs.write_bytes(forged)
+    res = cli("ledger", "verify", "--dir", ledger_dir)
+    assert res.returncode == 1 and "expired.epochs" in res.stdout, res.stdout + res.stderr
+
+
 def test_durations_and_the_pure_rules() -> None:
     day = 86_400 * 10**9
     assert retention.parse_duration("6y") == 6 * retention.YEAR_NS

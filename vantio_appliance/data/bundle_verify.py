@@ -19,7 +19,8 @@ epoch chain (each epoch record in the exported tree, signed by the previous
 epoch's key, committing to a tree the exported one begins with); the
 checkpoint's identity and epoch signatures; consistency with the previous
 export; every record of a custodial copy up to each seal's signed root and on
-to the exported tree; tlog-proofs. Not checked here: witness cosignatures and
+to the exported tree; tlog-proofs; a regulator export's range (every seq
+present, each record beside its proof). Not checked here: witness cosignatures and
 RFC 3161 tokens (use `vantio verify`).
 """
 
