@@ -158,7 +158,7 @@ def test_first_export_writes_a_complete_verifiable_bundle(setup: Setup) -> None:
     assert code == 0 and report["ok"], report
     assert _statuses(report) == {
         "manifest": "ok", "keys": "ok", "epochs": "ok", "checkpoint": "ok",
-        "previous": "skipped", "custodial": "ok", "proofs": "ok",
+        "previous": "skipped", "custodial": "ok", "proofs": "ok", "range": "skipped",
         "witnesses": "skipped", "timestamps": "skipped"}
     assert (report["size"], report["epoch"], report["origin"]) == (cp.size, 2, ORIGIN)
     code, alone = _standalone(b, setup.keys, setup.outside)

@@ -103,6 +103,19 @@ def test_due_segments_go_warm_immutable_and_stay_verifiable(
     _ledger_verify(ledger_dir)
 
 
+def test_a_regulator_export_reads_warm_segments(ledger_dir: Path, sealed: list[str],
+                                                tmp_path: Path) -> None:
+    _retain(ledger_dir, "--now", _at(3.5))
+    assert Layout(ledger_dir).hot_names() == [Layout(ledger_dir).segment_names()[-1]]
+    res = cli("export", "--dir", ledger_dir, "--from", "2000-01-01", "--to", _at(1),
+              "--out", tmp_path / "r", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["first"] == 0
+    keys = _trusted(ledger_dir, tmp_path / "trusted.keys")
+    code, report = _verify(tmp_path / "r", keys)
+    assert code == 0 and _statuses(report)["range"] == "ok", report
+
+
 def test_a_tampered_warm_segment_is_found(ledger_dir: Path, sealed: list[str]) -> None:
     layout = Layout(ledger_dir)
     _retain(ledger_dir, "--now", _at(4))
