@@ -49,8 +49,8 @@ class Outcome:
                 "anchor_seq": self.seq, "refused": self.refused, "already": self.already}
 
 
-class _Refused(Exception):
-    pass
+class ImportRefused(Exception):
+    """This bundle is not recorded: the message says why (exit 1)."""
 
 
 def bundles_on(media: Path) -> list[Path]:
@@ -93,40 +93,40 @@ def check(path: Path, identity: note.Verifier, exports: dict[tuple[int, str], st
           witnesses: list[witness.CosignatureVerifier], quorum: int,
           tsa: timestamp.TsaTrust | None) -> tuple[cpmod.Checkpoint, str, list[str]]:
     """The checkpoint, manifest digest and evidence of an acceptable bundle; raises
-    _Refused (exit 1) or AnchorError (usage: tokens but no TSA to check them with)."""
+    ImportRefused (exit 1) or AnchorError (usage: tokens but no TSA to check them with)."""
     files = audit.BundleFiles(path)
     signed = files.read(bundle.CHECKPOINT)
     if signed is None:
-        raise _Refused(f"no {bundle.CHECKPOINT} file")
+        raise ImportRefused(f"no {bundle.CHECKPOINT} file")
     try:
         cp = cpmod.open_signed(signed, [identity])
     except (note.NoteError, cpmod.FormatError) as exc:
-        raise _Refused(f"the checkpoint is not one of this log ({identity.name}): {exc}") \
+        raise ImportRefused(f"the checkpoint is not one of this log ({identity.name}): {exc}") \
             from None
     root = base64.b64encode(cp.root).decode()
     exported = exports.get((cp.size, root))
     if exported is None:
-        raise _Refused(f"unknown checkpoint: this ledger never exported size {cp.size} with "
+        raise ImportRefused(f"unknown checkpoint: this ledger never exported size {cp.size} with "
                        f"root {root}")
     manifest = audit.check_manifest(files)
     if manifest.status == audit.FAILED:
-        raise _Refused(f"manifest: {manifest.detail}")
+        raise ImportRefused(f"manifest: {manifest.detail}")
     digest = hashlib.sha256(files.read(bundle.MANIFEST) or b"").hexdigest()
     if digest != exported:
-        raise _Refused(f"manifest mismatch: {bundle.MANIFEST} is not the one exported with "
+        raise ImportRefused(f"manifest mismatch: {bundle.MANIFEST} is not the one exported with "
                        f"size {cp.size} (the anchor record names {exported})")
     cosigs, tokens = audit.returns(files)
     if not cosigs and not tokens:
-        raise _Refused("nothing came back: no cosignatures/*.cosig, no timestamps/*.tsr")
+        raise ImportRefused("nothing came back: no cosignatures/*.cosig, no timestamps/*.tsr")
     evidence = []
     try:
         q = witness.check_quorum(signed, cosigs, witnesses, quorum)
     except note.NoteError as exc:
-        raise _Refused(f"cosignatures: {exc}") from None
+        raise ImportRefused(f"cosignatures: {exc}") from None
     if q.invalid:
-        raise _Refused(f"bad cosignature: {q.invalid[0]}")
+        raise ImportRefused(f"bad cosignature: {q.invalid[0]}")
     if not q.ok:
-        raise _Refused(f"quorum not met: {q.count} of {quorum} trusted witnesses cosigned")
+        raise ImportRefused(f"quorum not met: {q.count} of {quorum} trusted witnesses cosigned")
     evidence += [f"cosignature {w.witness.name} {w.timestamp}" for w in q.witnessed]
     if tokens and tsa is None:
         raise AnchorError(f"{path} holds time-stamp tokens: give --tsa-cert (or put the TSA "
@@ -136,7 +136,7 @@ def check(path: Path, identity: note.Verifier, exports: dict[tuple[int, str], st
         try:
             info = timestamp.verify(token, signed, tsa)
         except timestamp.TimestampError as exc:
-            raise _Refused(f"{rel}: {exc}") from None
+            raise ImportRefused(f"{rel}: {exc}") from None
         evidence.append(f"timestamp {hashlib.sha256(token).hexdigest()} "
                         f"{info.gen_time.isoformat()}")
     return cp, digest, evidence
@@ -179,7 +179,7 @@ def import_bundles(root: Path, media: Path, *, witness_keys: Path | None = None,
             try:
                 cp, digest, evidence = check(path, ledger.signer.verifier, exports, witnesses,
                                              quorum, tsa)
-            except _Refused as exc:
+            except ImportRefused as exc:
                 out.append(Outcome(path, None, [], refused=str(exc)))
                 continue
             key = (cp.size, base64.b64encode(cp.root).decode())
@@ -218,5 +218,5 @@ def _tsa(layout: Layout, given: Path | None) -> timestamp.TsaTrust | None:
         raise AnchorError(f"{path}: {exc}") from None
 
 
-__all__ = ["Outcome", "anchor_records", "bundles_on", "check", "import_bundles",
+__all__ = ["ImportRefused", "Outcome", "anchor_records", "bundles_on", "check", "import_bundles",
            "trusted_witnesses"]
