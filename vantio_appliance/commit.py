@@ -99,7 +99,7 @@ class GroupCommitter:
                 self.ledger.rotate_if_due()
                 continue
             try:
-                acks = self.ledger.append([sub for subs, _ in group for sub in subs])
+                acks = self.ledger.write([sub for subs, _ in group for sub in subs])
             except Exception as exc:  # every caller of the group learns why, none is acked
                 self.settle([(fut, exc) for _, fut in group])
                 continue
@@ -112,6 +112,7 @@ class GroupCommitter:
                 outcomes.append((fut, acks[start:start + len(subs)]))
                 start += len(subs)
             self.settle(outcomes)
+            self.ledger.upkeep()  # after the answers: they wait for nothing but the fdatasync
 
     def close(self) -> None:
         """Commit everything already submitted, then stop."""

@@ -34,7 +34,7 @@ from msgspec import UNSET, Meta, UnsetType
 from . import __version__, keys
 from . import checkpoint as cpmod
 from ._internal import notify
-from .commit import Busy, GroupCommitter, Outcome, Settle, Waiter, settle_here
+from .commit import Busy, GroupCommitter, Outcome, Waiter, settle_here
 from .index import Index
 from .records import EventFields, validation_error
 from .records import Tenant as TenantName
@@ -210,13 +210,13 @@ class App:
         self.committer: GroupCommitter | None = None
         self.index: Index | None = None
         self.tenants: TenantKeys | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = Metrics()
         self.fsync = [0, 0.0]
 
     # -- lifespan ------------------------------------------------------------------
 
-    def start(self, root: Path, use_flags: bool = True,
-              loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def start(self, root: Path, use_flags: bool, loop: asyncio.AbstractEventLoop) -> None:
         epoch_s = os.environ.get("VANTIO_EPOCH_SECONDS")
         ledger = (Ledger(root, use_flags=use_flags, epoch_seconds=float(epoch_s)) if epoch_s
                   else Ledger(root, use_flags=use_flags))
@@ -228,11 +228,12 @@ class App:
         group, sock = os.environ.get("VANTIO_SOCKET_GROUP"), os.environ.get("VANTIO_SOCKET")
         if group and sock:  # the socket is 0660: its group is who may submit
             os.chown(sock, -1, grp.getgrnam(group).gr_gid)
-        settle: Settle | None = None
-        if loop is not None:  # one wake-up of the loop per group, not per request
-            def settle(outcomes: list[tuple[Waiter, Outcome]]) -> None:
-                if not loop.is_closed():  # closed: shut down, nobody is waiting any more
-                    loop.call_soon_threadsafe(settle_here, outcomes)
+        self.loop = loop
+
+        def settle(outcomes: list[tuple[Waiter, Outcome]]) -> None:
+            """One wake-up of the loop per group, not one per request."""
+            if not loop.is_closed():  # closed: shut down, nobody is waiting any more
+                loop.call_soon_threadsafe(settle_here, outcomes)
         self.committer = GroupCommitter(ledger, max_pending=int(
             os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count, settle=settle)
         gc.collect()
@@ -337,8 +338,9 @@ class App:
                 raise HTTPError(403, f"records for tenant {ev.tenant!r} need that tenant's key",
                                 field)
             subs.append(Submission(tenant.name, ev))
-        assert self.committer is not None
-        fut: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
+        assert self.committer is not None and self.loop is not None
+        # self.loop, not get_running_loop(): that one costs a getpid() system call
+        fut: asyncio.Future[list[Ack]] = self.loop.create_future()
         try:
             self.committer.enqueue(subs, fut)
             return await fut

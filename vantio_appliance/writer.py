@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
-import hmac
 import logging
 import os
 import time
@@ -31,11 +30,14 @@ from typing import Any, Final
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.hmac import HMAC
 from msgspec import UNSET
 
 from . import checkpoint as cpmod
 from . import epoch, keys, merkle, note, retention
 from ._internal import osutil
+from ._internal.latest import LatestFile
 from .canonical import CanonicalError, decode, encode, encode_lines
 from .layout import Layout, segment_first_seq, segment_name
 from .records import (
@@ -148,7 +150,7 @@ class Ledger:
             if self.signer.verifier != note.Verifier.parse(self.layout.vkey.read_text()):
                 raise LedgerError(f"{self.layout.vkey} does not match the identity key")
             self.tenants = keys.TenantStore(self.layout.tenants)
-            self._macs: dict[str, hmac.HMAC] = {}
+            self._macs: dict[str, HMAC] = {}
             self._tree = merkle.CompactRange()
             self._fd = -1
             self._dirty = False
@@ -158,6 +160,7 @@ class Ledger:
             self._seen_epoch: tuple[int, dict[str, Any]] | None = None
             self._published_at = 0.0
             self._unpublished = False
+            self._checkpoint_file = LatestFile(self.layout.checkpoint)
             self.fsync_stats = (0, 0.0)  # (count, seconds): for the service's metrics
             #: called after every durable write: (segment, offset of the first record,
             #: the record lines, their leaf hashes); the service's hot index uses it
@@ -361,16 +364,34 @@ class Ledger:
     def _genesis(self) -> bytes:
         return self._system(Genesis, origin=self.origin, vkey=str(self.signer.verifier))
 
-    def _receipt_mac(self, tenant: str) -> hmac.HMAC:
-        """An HMAC keyed with the tenant's API key, copied per receipt (see records.receipt)."""
+    def _receipt_mac(self, tenant: str) -> HMAC:
+        """An HMAC keyed with the tenant's API key, copied per receipt (records.receipt's
+        value). cryptography's copy costs a third of the standard library's."""
         mac = self._macs.get(tenant)
         if mac is None:
             key = self.tenants.get(tenant).api_key.encode()
-            mac = self._macs[tenant] = hmac.new(key, digestmod=hashlib.sha256)
+            mac = self._macs[tenant] = HMAC(key, SHA256())
         return mac
 
     def append(self, batch: Sequence[Submission]) -> list[Ack]:
-        """Commit ``batch`` as one group: durable when this returns.
+        """Commit ``batch`` as one group (durable when this returns), then ``upkeep``."""
+        acks = self.write(batch)
+        self.upkeep()
+        return acks
+
+    def upkeep(self) -> None:
+        """Publish the checkpoint when PUBLISH_INTERVAL_S has passed, seal or rotate when due.
+
+        Apart from ``write`` so that a group's callers can be answered first: replacing
+        the checkpoint file costs about a millisecond, and acknowledgements need only
+        the fdatasync. Never raises for a failed write: the records are durable already.
+        """
+        if self.unpublished:
+            self._publish(now=False)
+        self.rotate_if_due()
+
+    def write(self, batch: Sequence[Submission]) -> list[Ack]:
+        """Commit ``batch`` as one group: durable when this returns. ``upkeep`` follows.
 
         Raises LedgerUnavailable when the disk refuses the write: then no
         record of the batch is acknowledged, and the next call repairs the
@@ -378,14 +399,14 @@ class Ledger:
         """
         self._repair()
         t = _time(osutil.clock_error_ns())  # the group is accepted at one moment
-        events, acks = [], []
+        events = []
         seq = self._tree.size
         for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
             f = sub.fields
             tid = new_id if f.trace_id is UNSET else f.trace_id
             mac = self._receipt_mac(sub.tenant).copy()
             mac.update(tid.encode())
-            rcpt = mac.hexdigest()
+            rcpt = mac.finalize().hex()
             events.append(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
                                 action=f.action, receipt=rcpt, proc=f.proc, syscall=f.syscall,
                                 target_host=f.target_host, bytes_severed=f.bytes_severed))
@@ -394,10 +415,8 @@ class Ledger:
         sha = hashlib.sha256
         leaves = [sha(b"\x00" + line).digest() for line in data.split(b"\n")[:-1]]
         self._write_commit(data, leaves)
-        acks = [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
+        return [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
                 for e, leaf in zip(events, leaves, strict=True)]
-        self.rotate_if_due()  # never raises for a failed write: these records are durable
-        return acks
 
     def anchor(self, direction: str, size: int, root: bytes, *, manifest: str | None = None,
                evidence: list[str] | None = None) -> int:
@@ -434,7 +453,7 @@ class Ledger:
         self._offset = start + len(data)
         if self.observer is not None:
             self.observer(self.active, start, data, leaves)
-        self._publish(now=False)
+        self._unpublished = True  # upkeep publishes
 
     def _write_durable(self, data: bytes) -> None:
         try:  # a full disk refuses the whole group here, before anything is written
@@ -497,28 +516,24 @@ class Ledger:
         The file is derivable from the durable records, so it is not fsync'd, and
         failing to replace it (disk full) does not fail a commit that is already
         durable: the next publication, or the next open, covers it. With
-        ``now=False`` (after a commit) it waits out PUBLISH_INTERVAL_S.
+        ``now=False`` (upkeep) it waits out PUBLISH_INTERVAL_S and leaves the
+        file to its thread instead of waiting for the rename.
         """
         clock = time.monotonic()
         if not now and clock - self._published_at < PUBLISH_INTERVAL_S:
             self._unpublished = True
             return
-        try:
-            osutil.replace_file(self.layout.checkpoint, self.signed_checkpoint())
-        except OSError as exc:
-            log.warning("checkpoint not replaced (%s); it will be next time", exc.strerror)
-            self._unpublished = True
-            return
-        self._published_at, self._unpublished = clock, False
+        written = self._checkpoint_file.put(self.signed_checkpoint(), wait=now)
+        self._published_at, self._unpublished = clock, not written
 
     def flush(self) -> None:
         """Publish the checkpoint if a commit is not yet covered by the file."""
-        if self._unpublished:
+        if self.unpublished:
             self._publish()
 
     @property
     def unpublished(self) -> bool:
-        return self._unpublished
+        return self._unpublished or self._checkpoint_file.failed
 
     def signed_checkpoint(self) -> bytes:
         """The checkpoint of the whole durable tree, signed by identity and epoch keys."""
@@ -718,6 +733,8 @@ class Ledger:
         if getattr(self, "_fd", -1) >= 0 and not self._dirty:
             self.flush()
             self._save_state()
+        if hasattr(self, "_checkpoint_file"):
+            self._checkpoint_file.close()
         for attr in ("_fd", "_lock_fd"):
             if getattr(self, attr, -1) >= 0:
                 os.close(getattr(self, attr))
