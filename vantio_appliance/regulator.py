@@ -121,19 +121,16 @@ def export(root: Path, start_ns: int, end_ns: int, out: Path,
         signed, cp = reader.signed_checkpoint(layout, identity)
     except reader.ReadError as exc:
         raise ExportError(str(exc)) from None
-    kept: list[reader.Line] = []  # from the first record in the period on
-    last = -1
-    for ln in reader.lines(layout, cp.size):
-        inside = start_ns <= _stamp(ln.data) < end_ns
-        if inside or kept:
-            kept.append(ln)
-        if inside:
+    first = last = -1
+    for ln in reader.lines(layout, cp.size):  # a pass for the run's ends: memory stays small
+        if start_ns <= _stamp(ln.data) < end_ns:
+            first = ln.seq if first < 0 else first
             last = ln.seq
     if last < 0:
         raise NothingInRange(f"no record stamped from {iso(start_ns)} to {iso(end_ns)} in "
                              f"the checkpoint of size {cp.size}")
-    rng = Range(start_ns, end_ns, kept[0].seq, last)
-    del kept[last - rng.first + 1:]
+    rng = Range(start_ns, end_ns, first, last)
+    kept = [ln for ln in reader.lines(layout, last + 1) if ln.seq >= first]
     tree_scan = scan(layout, cp.size, cp.root)
     partial = out.with_name(f".{out.name}.partial")
     if partial.exists():
