@@ -9,6 +9,10 @@ usual 64 MiB), then times:
   export, next       after 10% more records and a seal: only the new segments
   cosign             vantio witness cosign of the first bundle (skipped, with a note,
                      when this build has no witness module)
+  import             vantio anchor import of that cosignature (the CLI, start-up included;
+                     it scans the ledger for its anchor records)
+  regulator export   vantio export of the period of the 10% added (a record and a
+                     tlog-proof file each), then its verification as above
   verify, in-process audit.verify_bundle of each bundle
   vantio verify      the CLI end to end (start-up included)
   verify.py          the bundle's standalone script under the system python3 -I
@@ -37,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from _workdir import checkout, default_base, filesystem_of, remove  # noqa: E402
 
-from vantio_appliance import anchor, audit, demo, writer  # noqa: E402
+from vantio_appliance import anchor, audit, demo, regulator, writer  # noqa: E402
 
 ORIGIN: Final = "vantio.appliance/bench/ledger"
 BATCH: Final = 4096
@@ -107,7 +111,9 @@ def main() -> int:
         first = timed("export, first (custodial: all sealed segments)", results, anchor.export,
                       root, media, custodial=True)
         extra = args.records // 10
+        period = [time.time_ns()]
         build(root, extra, args.rotate_every, start=args.records)
+        period.append(time.time_ns())
         second = timed("export, next (custodial: the new segments)", results, anchor.export,
                        root, media, custodial=True)
         if has_witness_cli():
@@ -116,6 +122,10 @@ def main() -> int:
                     "--log-key", root / "vkey")
             timed("cosign (vantio witness cosign, first bundle)", results, run_cli, "witness",
                   "cosign", "--state", state, first.path)
+            (work / "witnesses.keys").write_text((state / "witness.vkey").read_text())
+            timed("import (vantio anchor import, first bundle)", results, run_cli, "anchor",
+                  "import", "--dir", root, "--from", first.path, "--witness-keys",
+                  work / "witnesses.keys", "--quorum", "1")
         else:
             notes.append("cosign: skipped, this build has no witness module (vantio witness "
                          "is built on the witness branch)")
@@ -131,6 +141,21 @@ def main() -> int:
                   check=True, stdout=subprocess.DEVNULL)
         sizes = {"first": (first.size, len(first.segments), first.bytes),
                  "next": (second.size, len(second.segments), second.bytes)}
+        out = work / "regulator"
+        timed("regulator export (vantio export, the 10% added)", results, run_cli, "export",
+              "--dir", root, "--from", regulator.iso(period[0]), "--to",
+              regulator.iso(period[1] + 10**9), "--out", out)
+        rng = regulator.Range.parse((out / regulator.RANGE).read_bytes())
+        sizes["regulator"] = (rng.last - rng.first + 1, 0, sum(
+            p.stat().st_size for p in out.rglob("*") if p.is_file()))
+        report = timed("verify, in-process (regulator export)", results, audit.verify_bundle,
+                       out, trusted)
+        assert report.ok, report.first_failure()
+        timed("vantio verify, CLI (regulator export)", results, run_cli, "verify", out,
+              "--trusted-keys", keys)
+        timed("verify.py, system python3 -I (regulator export)", results, subprocess.run,
+              ["/usr/bin/python3", "-I", out / "verify.py", "--trusted-keys", keys],
+              check=True, stdout=subprocess.DEVNULL)
     finally:
         remove(work)
     if args.json:
@@ -140,6 +165,10 @@ def main() -> int:
     print(f"\nanchor bundles of a ledger of {args.records:,} records (+{extra:,}), a new epoch "
           f"every {args.rotate_every:,} records; code {checkout()}\n")
     for label, (size, segs, nbytes) in sizes.items():
+        if label == "regulator":
+            print(f"  regulator export: {size:,} records, each with its proof, "
+                  f"{nbytes / 2**20:,.1f} MiB written")
+            continue
         print(f"  bundle {label:5} tree size {size:>10,}  {segs:>3} segments copied  "
               f"{nbytes / 2**20:>9,.1f} MiB written")
     print()

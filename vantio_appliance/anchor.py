@@ -18,6 +18,7 @@ older last-export, which the next export extends all the same.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class Export:
 
 
 @dataclass
-class _Ledger:
+class Scan:
     """One pass over the ledger up to the exported size."""
 
     tree: merkle.Tree
@@ -69,7 +70,8 @@ def verify_script() -> bytes:
     return resources.files("vantio_appliance").joinpath("data/bundle_verify.py").read_bytes()
 
 
-def _scan(layout: Layout, size: int, root: bytes) -> _Ledger:
+def scan(layout: Layout, size: int, root: bytes) -> Scan:
+    """The tree and epoch records of the first ``size`` records, checked against ``root``."""
     leaves: list[bytes] = []
     epochs: list[tuple[int, int, bytes]] = []
     starts: dict[str, int] = {}
@@ -89,7 +91,7 @@ def _scan(layout: Layout, size: int, root: bytes) -> _Ledger:
     if tree.size != size or tree.root() != root:
         raise AnchorError(f"the records do not match the checkpoint (size {size}); run vantio "
                           "ledger verify before exporting")
-    return _Ledger(tree, epochs, starts)
+    return Scan(tree, epochs, starts)
 
 
 def last_export(layout: Layout, identity: note.Verifier) -> tuple[bytes, cpmod.Checkpoint] | None:
@@ -122,11 +124,14 @@ def refusal(last: cpmod.Checkpoint | None, new: cpmod.Checkpoint,
     return None
 
 
-class _Writer:
-    """Files of a bundle being written: each fsync'd, its SHA-256 kept for the manifest."""
+class BundleWriter:
+    """Files of a bundle being written, each SHA-256 kept for the manifest; each file is
+    fsync'd as written unless ``fsync`` is false (then the caller syncs them all at once)."""
 
-    def __init__(self, base: Path, progress: CopyProgress | None, total: int) -> None:
+    def __init__(self, base: Path, progress: CopyProgress | None, total: int,
+                 fsync: bool = True) -> None:
         self.base = base
+        self.fsync = fsync
         self.digests: dict[str, str] = {}
         self.bytes = 0
         self.progress = progress
@@ -137,16 +142,17 @@ class _Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
         self.digests[rel] = hashlib.sha256(data).hexdigest()
         self.bytes += len(data)
 
-    def copy(self, rel: str, source: Path) -> None:
+    def copy(self, rel: str, src: io.BufferedIOBase) -> None:
         path = self.base / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        with source.open("rb") as src, path.open("wb") as dst:
+        with path.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
                 digest.update(chunk)
@@ -185,9 +191,9 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         last = last_export(layout, ledger.signer.verifier)
         if last is not None and cp.size < last[1].size:  # no tree needed to see a rollback
             raise AnchorRefused(str(refusal(last[1], cp, None)))
-        scan = _scan(layout, cp.size, cp.root)
+        tree_scan = scan(layout, cp.size, cp.root)
         if last is not None:
-            why = refusal(last[1], cp, scan.tree.root(last[1].size))
+            why = refusal(last[1], cp, tree_scan.tree.root(last[1].size))
             if why:
                 raise AnchorRefused(why)
         start = since if since is not None else (last[1].size if last else 0)
@@ -202,10 +208,10 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         partial = media / f".{bundle.bundle_name(cp.size)}.partial"
         if partial.exists():  # a crashed export of ours: never complete, never renamed
             shutil.rmtree(partial)
-        total = sum((layout.segments / n).stat().st_size for n in copied)
-        out = _Writer(partial, progress, total)
+        total = sum(layout.segment_path(n).stat().st_size for n in copied)
+        out = BundleWriter(partial, progress, total)
         try:
-            _write_bundle(out, layout, ledger, signed, cp, last, scan, copied, names)
+            _write_bundle(out, layout, ledger, signed, cp, last, tree_scan, copied, names)
             manifest = bundle.format_manifest(out.digests)
             out.write(bundle.MANIFEST, manifest)
             out.fsync_dirs()
@@ -222,27 +228,35 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
                   len(out.digests), out.bytes)
 
 
-def _write_bundle(out: _Writer, layout: Layout, ledger: writer.Ledger, signed: bytes,
-                  cp: cpmod.Checkpoint, last: tuple[bytes, cpmod.Checkpoint] | None,
-                  scan: _Ledger, copied: list[str], names: list[str]) -> None:
-    tree, size = scan.tree, cp.size
+def write_signed(out: BundleWriter, layout: Layout, signed: bytes, size: int,
+                 tree_scan: Scan) -> None:
+    """What every bundle holds to check its checkpoint: the checkpoint, the epoch records
+    with their inclusion in it, and the log's verifier keys."""
     out.write(bundle.CHECKPOINT, signed)
+    out.write(bundle.EPOCHS, b"".join(line + b"\n" for _, _, line in tree_scan.epochs))
+    for n, seq, _ in tree_scan.epochs:
+        out.write(bundle.epoch_proof_name(n), cpmod.format_inclusion(
+            seq, tree_scan.tree.inclusion_proof(seq, size), signed))
+    out.write(bundle.LOG_VKEY, layout.vkey.read_bytes())
+    out.write(bundle.EPOCH0_VKEY, layout.epoch0_vkey.read_bytes())
+
+
+def _write_bundle(out: BundleWriter, layout: Layout, ledger: writer.Ledger, signed: bytes,
+                  cp: cpmod.Checkpoint, last: tuple[bytes, cpmod.Checkpoint] | None,
+                  tree_scan: Scan, copied: list[str], names: list[str]) -> None:
+    tree, size = tree_scan.tree, cp.size
+    write_signed(out, layout, signed, size, tree_scan)
     if last is not None:
         out.write(bundle.PREVIOUS, last[0])
         out.write(bundle.CONSISTENCY, cpmod.format_consistency(
             last[1].size, size, tree.consistency_proof(last[1].size, size)))
-    out.write(bundle.EPOCHS, b"".join(line + b"\n" for _, _, line in scan.epochs))
-    for n, seq, _ in scan.epochs:
-        out.write(bundle.epoch_proof_name(n),
-                  cpmod.format_inclusion(seq, tree.inclusion_proof(seq, size), signed))
-    out.write(bundle.LOG_VKEY, layout.vkey.read_bytes())
-    out.write(bundle.EPOCH0_VKEY, layout.epoch0_vkey.read_bytes())
     if copied:
         first = segment_first_seq(copied[0])
         after = segment_first_seq(names[names.index(copied[-1]) + 1])
         out.write(bundle.EDGE, bundle.format_compact_range(tree.compact_range(first)))
         for name in copied:
-            out.copy(f"{bundle.SEGMENTS}/{name}", layout.segments / name)
+            with layout.open_segment(name) as source:  # warm ones leave decompressed
+                out.copy(f"{bundle.SEGMENTS}/{name}", source)
         out.write(bundle.SEGMENTS_CONSISTENCY, cpmod.format_consistency(
             after, size, tree.consistency_proof(after, size)))
     out.write(bundle.VERIFY_SCRIPT, verify_script())
@@ -251,5 +265,5 @@ def _write_bundle(out: _Writer, layout: Layout, ledger: writer.Ledger, signed: b
                                            copied).encode())
 
 
-__all__ = ["AnchorError", "AnchorRefused", "Export", "export", "last_export", "refusal",
-           "verify_script"]
+__all__ = ["AnchorError", "AnchorRefused", "BundleWriter", "Export", "Scan", "export",
+           "last_export", "refusal", "scan", "verify_script", "write_signed"]

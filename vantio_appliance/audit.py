@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from . import bundle, merkle, note, timestamp, witness
+from . import bundle, merkle, note, regulator, timestamp, witness
 from . import checkpoint as cpmod
 from .canonical import encode as canonical_encode
 from .epoch import EpochChain, EpochError, key_name
@@ -100,7 +100,7 @@ def parse_trusted_keys(text: str) -> TrustedKeys:
     return TrustedKeys(notes, others)
 
 
-class _Bundle:
+class BundleFiles:
     """The files of a bundle directory, by relative path (symlinks are not followed)."""
 
     def __init__(self, root: Path) -> None:
@@ -136,7 +136,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_manifest(b: _Bundle) -> Check:
+def check_manifest(b: BundleFiles) -> Check:
     data = b.read(bundle.MANIFEST)
     if data is None:
         return Check("manifest", FAILED, f"no {bundle.MANIFEST}", [f"no {bundle.MANIFEST}"])
@@ -161,7 +161,7 @@ def check_manifest(b: _Bundle) -> Check:
     return Check("manifest", OK, f"{len(listed)} files, each matching its SHA-256")
 
 
-def check_keys(b: _Bundle, identity: note.Verifier, epoch0: note.Verifier) -> Check:
+def check_keys(b: BundleFiles, identity: note.Verifier, epoch0: note.Verifier) -> Check:
     findings = []
     for rel, trusted in ((bundle.LOG_VKEY, identity), (bundle.EPOCH0_VKEY, epoch0)):
         data = b.read(rel)
@@ -175,7 +175,7 @@ def check_keys(b: _Bundle, identity: note.Verifier, epoch0: note.Verifier) -> Ch
                  "(the checks use the trusted copies)")
 
 
-def check_epochs(b: _Bundle, chain: EpochChain, signed: bytes | None,
+def check_epochs(b: BundleFiles, chain: EpochChain, signed: bytes | None,
                  cp: cpmod.Checkpoint | None) -> Check:
     """Every epoch record: in the exported tree (its tlog-proof), signed by the previous
     epoch's key, committed to the exported tree's prefix (the proof's left siblings)."""
@@ -240,7 +240,7 @@ def check_checkpoint(chain: EpochChain, signed: bytes | None) -> Check:
                  f"of epoch {chain.at(cp.size).n}")
 
 
-def check_previous(b: _Bundle, chain: EpochChain, cp: cpmod.Checkpoint | None) -> Check:
+def check_previous(b: BundleFiles, chain: EpochChain, cp: cpmod.Checkpoint | None) -> Check:
     prev_signed, proof = b.read(bundle.PREVIOUS), b.read(bundle.CONSISTENCY)
     if prev_signed is None:
         if proof is not None:
@@ -273,7 +273,7 @@ def check_previous(b: _Bundle, chain: EpochChain, cp: cpmod.Checkpoint | None) -
                  f"epoch {chain.at(prev.size).n})")
 
 
-def check_custodial(b: _Bundle, identity: note.Verifier, chain: EpochChain,
+def check_custodial(b: BundleFiles, identity: note.Verifier, chain: EpochChain,
                     cp: cpmod.Checkpoint | None) -> Check:
     """Every record of the copied segments, from the edge to each seal's signed root, and
     on to the exported tree by segments/consistency."""
@@ -320,20 +320,23 @@ def check_custodial(b: _Bundle, identity: note.Verifier, chain: EpochChain,
                  f"{edge.size}: every seal signed by its epoch, all in the exported tree")
 
 
-def check_proofs(b: _Bundle, chain: EpochChain, n_epochs: int) -> Check:
+def check_proofs(b: BundleFiles, chain: EpochChain, n_epochs: int) -> Check:
     """tlog-proofs besides the epochs': each checkpoint's signatures, and the inclusion of
     ``X.record`` (the record's line) when the bundle has it beside ``X.tlog-proof``."""
     others = sorted(rel for rel in b.files if rel.endswith(".tlog-proof")
                     and not rel.startswith(f"{bundle.EPOCH_PROOFS}/"))
     findings: list[str] = []
     with_record = 0
+    opened: dict[bytes, cpmod.Checkpoint] = {}  # a regulator export's proofs share one
     for rel in others:
         data = b.read(rel)
         assert data is not None
         record = b.read(rel[:-len(".tlog-proof")] + ".record")
         try:
             proof = cpmod.parse_inclusion(data)
-            pcp = chain.open_checkpoint(proof.signed_checkpoint, f"{rel}'s checkpoint")
+            pcp = opened.get(proof.signed_checkpoint) or chain.open_checkpoint(
+                proof.signed_checkpoint, f"{rel}'s checkpoint")
+            opened[proof.signed_checkpoint] = pcp
             if record is not None:
                 merkle.verify_inclusion(proof.index, pcp.size,
                                         merkle.leaf_hash(record.rstrip(b"\n")), proof.path,
@@ -348,6 +351,44 @@ def check_proofs(b: _Bundle, chain: EpochChain, n_epochs: int) -> Check:
         detail += (f"; {len(others)} more, checkpoints signed, {with_record} with their record "
                    "included")
     return Check("proofs", OK, detail)
+
+
+def check_range(b: BundleFiles) -> Check:
+    """A regulator export (regulator.py): ``records/`` holds exactly the seqs the range file
+    names, each a record line of that seq with its tlog-proof (checked under proofs), and
+    the first and last stamped inside the period."""
+    data = b.read(regulator.RANGE)
+    if data is None:
+        return Check("range", SKIPPED, "not a regulator export")
+    try:
+        rng = regulator.Range.parse(data)
+    except bundle.BundleFormatError as exc:
+        return Check("range", FAILED, str(exc), [str(exc)])
+    findings: list[str] = []
+    expected = {n for seq in range(rng.first, rng.last + 1)
+                for n in (regulator.record_name(seq), regulator.proof_name(seq))}
+    present = {rel for rel in b.files if rel.startswith(f"{regulator.RECORDS}/")}
+    for rel in sorted(expected - present):
+        _findings(findings, f"{rel} is missing: the range names seqs {rng.first}..{rng.last}")
+    for rel in sorted(present - expected):
+        _findings(findings, f"{rel} is outside the range's seqs {rng.first}..{rng.last}")
+    for seq in range(rng.first, rng.last + 1):
+        line = b.read(regulator.record_name(seq))
+        if line is None:
+            continue
+        try:
+            rec = decode_record(line.rstrip(b"\n"))
+        except RecordError as exc:
+            _findings(findings, f"{regulator.record_name(seq)}: not a record: {exc}")
+            continue
+        if rec.seq != seq:
+            _findings(findings, f"{regulator.record_name(seq)} holds seq {rec.seq}")
+        if seq in (rng.first, rng.last) and not rng.start_ns <= rec.time.real_ns < rng.end_ns:
+            _findings(findings, f"seq {seq} is stamped outside the period")
+    if findings:
+        return Check("range", FAILED, findings[0], findings)
+    return Check("range", OK, f"seqs {rng.first}..{rng.last}, every one present, stamped "
+                 f"{regulator.iso(rng.start_ns)} to {regulator.iso(rng.end_ns)}")
 
 
 def check_cosignatures(signed_checkpoint: bytes, cosignature_lines: list[bytes],
@@ -401,7 +442,8 @@ def check_timestamps(checkpoint_file: bytes | None, tokens: dict[str, bytes],
     return Check("timestamps", OK, "; ".join(times))
 
 
-def _returns(b: _Bundle) -> tuple[list[bytes], dict[str, bytes]]:
+def returns(b: BundleFiles) -> tuple[list[bytes], dict[str, bytes]]:
+    """What came back from the anchor station: cosignature lines, and tokens by path."""
     cosigs = [line for rel in sorted(b.files) if rel.startswith("cosignatures/")
               and rel.endswith(".cosig")
               for line in b.files[rel].read_bytes().splitlines() if line.strip()]
@@ -425,7 +467,7 @@ def verify_bundle(path: Path, trusted: TrustedKeys, *, quorum: int = 0,
                   tsa_cert: bytes | None = None) -> BundleReport:
     """Check the bundle at ``path`` against ``trusted`` keys; BundleError when unreadable."""
     started = time.perf_counter()
-    b = _Bundle(path)
+    b = BundleFiles(path)
     signed = b.read(bundle.CHECKPOINT)
     cp: cpmod.Checkpoint | None = None
     origin = ""
@@ -449,8 +491,8 @@ def verify_bundle(path: Path, trusted: TrustedKeys, *, quorum: int = 0,
     checks = [check_manifest(b), check_keys(b, identity, epoch0),
               check_epochs(b, chain, signed, cp), check_checkpoint(chain, signed)]
     checks += [check_previous(b, chain, cp), check_custodial(b, identity, chain, cp),
-               check_proofs(b, chain, len(chain.epochs))]
-    cosigs, tokens = _returns(b)
+               check_proofs(b, chain, len(chain.epochs)), check_range(b)]
+    cosigs, tokens = returns(b)
     witness_keys = trusted.others + [str(k) for k in trusted.notes
                                      if k not in (identity, epoch0)]
     checks.append(check_cosignatures(signed or b"", cosigs, witness_keys, quorum))

@@ -212,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     names = layout.segment_names()
     segments = []
     for i, name in enumerate(names):
-        path = layout.segments / name
+        path = layout.segment_path(name)  # hot, or warm (compressed)
         segments.append({"name": name, "bytes": path.stat().st_size,
                          "state": "active" if i == len(names) - 1 else "sealed",
                          "flags": osutil.flags_text(path)})
@@ -598,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     anchor_cmd = top.add_parser("anchor", help="carry checkpoints off the host",
                                 description="Carry checkpoints off the host (sneakernet).")
     asub = anchor_cmd.add_subparsers(dest="anchor_command", required=True, metavar="COMMAND")
+    from ._anchoring_cli import add_commands as add_anchoring_commands  # import, export, retain
+    add_anchoring_commands(top, ledger=sub, anchor=asub)
     p = _command(asub, "export", cmd_anchor_export,
                  "write an anchor bundle of the current checkpoint to removable media and "
                  "record it; refuses (exit 1, nothing written) a rollback or fork of the last "

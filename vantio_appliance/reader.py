@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import checkpoint as cpmod
 from . import merkle, note
 from .canonical import CanonicalError, decode
-from .layout import Layout
+from .layout import Layout, segment_first_seq
 
 
 class ReadError(RuntimeError):
@@ -30,10 +30,11 @@ class Line:
 
 def lines(layout: Layout, upto: int | None = None) -> Iterator[Line]:
     """Every record line in ledger order (torn bytes skipped), up to seq ``upto``."""
-    seq = 0
-    for name in layout.segment_names():
+    names = layout.segment_names()
+    seq = segment_first_seq(names[0]) if names else 0  # not 0 once expired ones are deleted
+    for name in names:
         offset = 0
-        for raw in (layout.segments / name).read_bytes().split(b"\n")[:-1]:
+        for raw in layout.read_segment(name).split(b"\n")[:-1]:
             here, offset = offset, offset + len(raw) + 1
             if not raw.startswith(b"{") or not raw.endswith(b"}"):
                 continue  # torn bytes: excused by the torn record that follows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import gzip
 import hashlib
 import itertools
 import os
@@ -25,11 +26,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import checkpoint as cpmod
-from . import merkle, note
+from . import merkle, note, retention
 from ._internal import osutil
 from .canonical import encode as canonical_encode
 from .epoch import EpochChain, EpochError
-from .layout import Layout, segment_first_seq
+from .layout import WARM_SUFFIX, Layout, segment_first_seq
 from .records import (
     SYSTEM_TENANT,
     Epoch,
@@ -99,9 +100,13 @@ class _Scan:
 
 def _scan(task: _Task) -> _Scan:
     """Scan a chunk of a segment: a pure function of its bytes (runs in a worker)."""
-    with task.path.open("rb") as f:
-        f.seek(task.start)
-        data = f.read(task.end - task.start)
+    if task.path.name.endswith(WARM_SUFFIX):  # a warm segment: one task, decompressed
+        with gzip.open(task.path, "rb") as g:
+            data = g.read()
+    else:
+        with task.path.open("rb") as f:
+            f.seek(task.start)
+            data = f.read(task.end - task.start)
     name = task.name
     scan = _Scan(name, task.start, len(data))
     seq = segment_first_seq(name) if task.start == 0 else None
@@ -397,11 +402,16 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
     names = layout.segment_names()
     if not names:
         raise VerifyError(f"no segments in {layout.segments}")
-    check = Checker(verifier, chain)
+    expired: list[Finding] = []
+    try:
+        check = Checker(verifier, chain, _expired(layout, chain, notices, expired))
+    except (retention.RetentionError, OSError) as exc:
+        raise VerifyError(str(exc)) from None
+    check.findings += expired
     signed, check.checkpoint = _trusted_checkpoint(layout, verifier, check.findings)
     cut = check.checkpoint.size if check.checkpoint else None
     try:
-        tasks = [_tasks(layout.segments / n, n, cut) for n in names]
+        tasks = [_tasks(layout.segment_path(n), n, cut) for n in names]
     except OSError as exc:
         raise VerifyError(f"cannot read {exc.filename}: {exc.strerror}") from None
     total, done = sum(t[-1].end for t in tasks), 0
@@ -410,7 +420,7 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
         last = i == len(names) - 1
         check.segment(chunks, last)
         name = chunks[0].name
-        flags, flags_ok = _flags(layout.segments / name, sealed=not last)
+        flags, flags_ok = _flags(layout.segment_path(name), sealed=not last)
         size = tasks[i][-1].end
         segments.append(SegmentReport(name, segment_first_seq(name),
                                       sum(c.records for c in chunks), size,
@@ -438,8 +448,35 @@ def verify_dir(root: Path, verifier: note.Verifier | None = None, *,
                   time.perf_counter() - started, len(chain.epochs), notices)
 
 
+def _expired(layout: Layout, chain: EpochChain, notices: list[str],
+             findings: list[Finding]) -> merkle.CompactRange:
+    """After a deletion at retention end: the tree's edge at the first kept record, and the
+    deleted epoch records accepted into the chain (their signatures checked from epoch 0;
+    the edge is checked by the next seal's signed root)."""
+    edge = retention.expired_edge(layout)
+    if not edge.size:
+        return edge
+    epochs = layout.expired_epochs.read_bytes() if layout.expired_epochs.exists() else b""
+    for line in epochs.split(b"\n")[:-1]:
+        try:
+            rec = decode_record(line)
+            if not isinstance(rec, Epoch) or canonical_encode(rec) != line:
+                raise RecordError("", "not a canonical epoch record")
+            chain.accept(rec.epoch, rec.seq, rec.root, rec.vkey, rec.signature)
+        except (RecordError, EpochError) as exc:
+            findings.append(Finding(None, None, f"{layout.expired_epochs.name}: {exc}"))
+            break
+    notices.append(f"records 0..{edge.size - 1} were deleted after their retention end: "
+                   f"verified from seq {edge.size} on ({layout.expired})")
+    return edge
+
+
 def _tasks(path: Path, name: str, cut: int | None) -> list[_Task]:
     """Split a segment into chunks that start and end on line boundaries."""
+    if path.name.endswith(WARM_SUFFIX):
+        with path.open("rb") as f:  # gzip's trailer: the size mod 2^32, for the report
+            f.seek(-4, os.SEEK_END)
+            return [_Task(path, name, 0, int.from_bytes(f.read(4), "little"), cut)]
     size = path.stat().st_size
     bounds = [0]
     with path.open("rb") as f:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from msgspec import UNSET
 
 from . import checkpoint as cpmod
-from . import epoch, keys, merkle, note
+from . import epoch, keys, merkle, note, retention
 from ._internal import osutil
 from ._internal.latest import LatestFile
 from .canonical import CanonicalError, decode, encode, encode_lines
@@ -203,7 +203,7 @@ class Ledger:
         self._active_first = segment_first_seq(self.active)
         self._absorb(self.active, offset, active=True)
         for name in names[:-1]:
-            self._make_immutable(self.layout.segments / name)
+            self._make_immutable(self.layout.segment_path(name))
         self._resume_epochs(names)
         if self._last_kind == "seal" and self._torn is None:
             self._finish_seal()  # crashed between the seal record and the next segment
@@ -277,7 +277,7 @@ class Ledger:
         segment, which a rotation at seal begins)."""
         needle = b'"kind":"epoch"'  # canonical JSON: a string value cannot contain it unescaped
         for name in reversed(names):
-            data = (self.layout.segments / name).read_bytes()
+            data = self.layout.read_segment(name)
             end = len(data)
             while (at := data.rfind(needle, 0, end)) >= 0:
                 lo, hi = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
@@ -301,13 +301,14 @@ class Ledger:
             if not 0 <= st["offset"] <= (self.layout.segments / st["segment"]).stat().st_size:
                 raise ValueError("offset beyond segment")
         except (OSError, msgspec.DecodeError, ValueError, KeyError, TypeError):
+            self._tree = retention.expired_edge(self.layout)  # empty unless some were deleted
             return 0, 0
         self._tree = tree
         return start, int(st["offset"])
 
     def _absorb(self, name: str, offset: int, *, active: bool) -> None:
         """Hash the records of a segment from ``offset`` into the tree."""
-        data = (self.layout.segments / name).read_bytes()
+        data = self.layout.read_segment(name)
         if offset == 0 and data and segment_first_seq(name) != self._tree.size:
             raise LedgerError(f"segment {name} does not start at seq {self._tree.size}")
         self._last_kind, self._torn, bad_at = None, None, None
@@ -487,10 +488,16 @@ class Ledger:
             self.observer(self.active, taken, data,
                           [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]])
         self._settle_rotation()
+        # the failed write was a seal record and it reached the disk: a seal closes its
+        # segment, so finish it (+i, the next segment) before anything else is written
+        sealed = self._last_kind == "seal" and self._torn is None and self._offset > taken
         if self._torn is not None:
             self._append_torn()
         self._dirty = False
-        self._publish()
+        if sealed:
+            self._finish_seal()
+        else:
+            self._publish()
 
     def _append_torn(self) -> None:
         assert self._torn is not None

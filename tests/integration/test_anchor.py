@@ -158,7 +158,7 @@ def test_first_export_writes_a_complete_verifiable_bundle(setup: Setup) -> None:
     assert code == 0 and report["ok"], report
     assert _statuses(report) == {
         "manifest": "ok", "keys": "ok", "epochs": "ok", "checkpoint": "ok",
-        "previous": "skipped", "custodial": "ok", "proofs": "ok",
+        "previous": "skipped", "custodial": "ok", "proofs": "ok", "range": "skipped",
         "witnesses": "skipped", "timestamps": "skipped"}
     assert (report["size"], report["epoch"], report["origin"]) == (cp.size, 2, ORIGIN)
     code, alone = _standalone(b, setup.keys, setup.outside)
@@ -412,6 +412,30 @@ def test_tampered_bundle_is_refused_by_both_verifiers(setup: Setup, pair: tuple[
     assert set(_failed(alone)) == set(failed), (alone, report)  # the two agree, check by check
     # and the untouched bundle still verifies with both
     assert _verify(pair[1], setup.keys)[0] == 0
+
+
+def test_records_after_an_unfinished_seal_are_a_finding_for_both_verifiers(
+        ledger_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A custodial segment that went on taking records after its seal record (a seal
+    never finished) is refused by `vantio verify` and by the bundle's verify.py alike."""
+    media, outside = tmp_path / "media", tmp_path / "elsewhere"
+    media.mkdir()
+    outside.mkdir()
+    with writer.Ledger(ledger_dir) as w:
+        append_events(w, 3)
+        with monkeypatch.context() as m:
+            m.setattr(writer.Ledger, "_finish_seal", lambda self: None)
+            m.setattr(writer.Ledger, "rotate_epoch", lambda self: None)
+            w.seal()  # the seal record is durable; the segment stays open
+        append_events(w, 2, start=3)
+        w.seal()
+        append_events(w, 1, start=5)
+    b = _export(ledger_dir, media, "--custodial")
+    trusted = _trusted(ledger_dir, tmp_path / "trusted.keys")
+    for code, report in (_verify(b, trusted), _standalone(b, trusted, outside)):
+        assert code == 1, report
+        assert any("records follow the seal record" in f
+                   for f in _failed(report)["custodial"]), report
 
 
 def test_fork_presented_as_previous_is_refused(setup: Setup, pair: tuple[Path, Path],

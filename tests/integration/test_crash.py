@@ -332,3 +332,29 @@ def test_crash_after_the_sealing_ioctl_before_the_next_segment(
     assert os.readlink(Layout(ledger_dir).link) == f"segments/{seq + 1:016d}.worm"
     report = verify_dir(ledger_dir, jobs=1)
     assert report.ok and report.warnings == [], (report.findings, report.warnings)
+
+
+def test_seal_record_that_reached_the_disk_despite_a_failed_fdatasync(
+        ledger_dir: Path, monkeypatch: pytest.MonkeyPatch, needs_root_flags: None) -> None:
+    """fdatasync fails (EIO) after the seal record's bytes were written: seal() raises and
+    acknowledges nothing, but the record is on disk. The next write's repair takes it in
+    and must finish the seal (+i, next segment) instead of appending after it."""
+    real = os.fdatasync
+    with writer.Ledger(ledger_dir) as ledger:
+        append_events(ledger, 3)
+        sealed, seq = ledger.layout.segments / ledger.active, ledger.size
+        with monkeypatch.context() as m:
+            def failing(fd: int) -> None:
+                m.setattr(os, "fdatasync", real)  # once: the disk comes back
+                raise OSError(5, "Input/output error")
+            m.setattr(os, "fdatasync", failing)
+            with pytest.raises(writer.LedgerUnavailable):
+                ledger.seal()
+        assert b'"kind":"seal"' in sealed.read_bytes().splitlines()[-1]
+        acks = append_events(ledger, 2, start=3)
+        assert ledger.active == f"{seq + 1:016d}.worm"
+    assert acks[0].seq > seq
+    assert raw_flags(sealed) & FS_IMMUTABLE_FL and not raw_flags(sealed) & FS_APPEND_FL
+    assert sealed.read_bytes().splitlines()[-1].startswith(b'{"checkpoint":')
+    report = verify_dir(ledger_dir, jobs=1)
+    assert report.ok and report.warnings == [], (report.findings, report.warnings)

@@ -19,7 +19,8 @@ epoch chain (each epoch record in the exported tree, signed by the previous
 epoch's key, committing to a tree the exported one begins with); the
 checkpoint's identity and epoch signatures; consistency with the previous
 export; every record of a custodial copy up to each seal's signed root and on
-to the exported tree; tlog-proofs. Not checked here: witness cosignatures and
+to the exported tree; tlog-proofs; a regulator export's range (every seq
+present, each record beside its proof). Not checked here: witness cosignatures and
 RFC 3161 tokens (use `vantio verify`).
 """
 
@@ -556,7 +557,7 @@ def _segment(b: Bundle, name: str, tree: CompactRange, chain: Chain, identity: K
     *lines, tail = data.split(b"\n")
     if tail:
         findings.append(f"segment {name}: torn tail without a torn record")
-    offset, bad_at, last_kind, count = 0, None, None, 0
+    offset, bad_at, last_kind, count, sealed = 0, None, None, 0, None
     for line in lines:
         here, offset = offset, offset + len(line) + 1
         try:
@@ -577,7 +578,12 @@ def _segment(b: Bundle, name: str, tree: CompactRange, chain: Chain, identity: K
         bad_at = None
         if seq != tree.size:
             raise Bad(f"{where}: expected seq {tree.size}")
+        if sealed is not None:  # a seal closes its segment: nothing may follow it there
+            findings.append(f"segment {name}, seq {sealed}: records follow the seal record "
+                            "in its segment (the seal was never finished)")
+            sealed = None
         if kind == "seal":
+            sealed = seq
             try:
                 scp = chain.open(str(rec.get("checkpoint")).encode(), "seal checkpoint")
                 if (scp.size, scp.root) != (seq, tree.root()) or rec.get("segment") != name:
@@ -643,10 +649,12 @@ def check_proofs(b: Bundle, chain: Chain) -> Check:
     others = sorted(r for r in b.files if r.endswith(".tlog-proof")
                     and not r.startswith("epochs.proofs/"))
     findings = []
+    opened: dict[bytes, Checkpoint] = {}  # a regulator export's proofs share one
     for rel in others:
         try:
             index, path, signed = parse_tlog_proof(b.files[rel].read_bytes())
-            pcp = chain.open(signed, f"{rel}'s checkpoint")
+            pcp = opened.get(signed) or chain.open(signed, f"{rel}'s checkpoint")
+            opened[signed] = pcp
             record = b.read(rel[:-len(".tlog-proof")] + ".record")
             if record is not None:
                 verify_inclusion(index, pcp.size, leaf_hash(record.rstrip(b"\n")), path,
@@ -657,6 +665,47 @@ def check_proofs(b: Bundle, chain: Chain) -> Check:
         return failed("proofs", findings)
     return Check("proofs", OK, f"{len(chain.epochs)} epoch tlog-proofs (see epochs)"
                  + (f"; {len(others)} more" if others else ""))
+
+
+def check_range(b: Bundle) -> Check:
+    """A regulator export: records/ holds exactly the seqs the range file names, each a
+    record of that seq beside its tlog-proof, the first and last stamped in the period."""
+    data = b.read("range")
+    if data is None:
+        return Check("range", SKIPPED, "not a regulator export")
+    try:
+        head, *fields, end = data.decode().split("\n")
+        pairs = [f.split(" ") for f in fields]
+        if head != "vantio.appliance/record-range@v1" or end != "" or [
+                p[0] for p in pairs] != ["from", "to", "first", "last"]:
+            raise ValueError
+        start, stop, first, last = (int(p[1]) for p in pairs)
+    except (UnicodeDecodeError, ValueError, IndexError):
+        return failed("range", ["the range file is not a vantio.appliance/record-range@v1"])
+    findings = []
+    expected = {f"records/{seq:016d}.{ext}" for seq in range(first, last + 1)
+                for ext in ("record", "tlog-proof")}
+    present = {rel for rel in b.files if rel.startswith("records/")}
+    findings += [f"{rel} is missing: the range names seqs {first}..{last}"
+                 for rel in sorted(expected - present)]
+    findings += [f"{rel} is outside the range's seqs {first}..{last}"
+                 for rel in sorted(present - expected)]
+    for seq in range(first, last + 1):
+        line = b.read(f"records/{seq:016d}.record")
+        if line is None:
+            continue
+        try:
+            rec = parse_record(line.rstrip(b"\n"))
+        except Bad as exc:
+            findings.append(f"records/{seq:016d}.record: not a record: {exc}")
+            continue
+        if rec["seq"] != seq:
+            findings.append(f"records/{seq:016d}.record holds seq {rec['seq']}")
+        if seq in (first, last) and not start <= rec["time"]["real_ns"] < stop:
+            findings.append(f"seq {seq} is stamped outside the period")
+    if findings:
+        return failed("range", findings)
+    return Check("range", OK, f"seqs {first}..{last}, every one present")
 
 
 def verify(root: Path, trusted_text: str, quorum: int) -> dict[str, Any]:
@@ -685,7 +734,7 @@ def verify(root: Path, trusted_text: str, quorum: int) -> dict[str, Any]:
     checks = [check_manifest(b), check_keys(b, identity, epoch0),
               check_epochs(b, chain, signed, cp), check_checkpoint(chain, signed),
               check_previous(b, chain, cp), check_custodial(b, chain, identity, cp),
-              check_proofs(b, chain)]
+              check_proofs(b, chain), check_range(b)]
     cosigs = [r for r in b.files if r.startswith("cosignatures/")]
     if quorum:
         checks.append(failed("witnesses", [f"a quorum of {quorum} was required; this script "
