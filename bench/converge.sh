@@ -11,7 +11,7 @@
 # offline package sources (scripts/offline-repo, built before the clock starts), made its apt
 # source and pip index by molecule/_shared/prepare.yml (untimed). What runs is
 # molecule/appliance/converge.yml: site.yml with the appliance settings of
-# molecule/_shared/appliance-vars.yml, after the enforcer's stand-ins (until the vantio package
+# molecule/_shared/vars/appliance.yml, after the enforcer's stand-ins (until the vantio package
 # ships its unit; that play runs the ledger role once more, idempotent) and before the demo agent.
 # Lynis is the host's package, bind-mounted read-only into both
 # containers, so the image itself stays as it is. Work files go to a temporary directory;
@@ -85,7 +85,7 @@ ansible-playbook -i "$work/inventory.yml" molecule/_shared/prepare.yml >"$work/p
 run_site() {  # $1: log file; prints the wall time in seconds
   local t0 t1
   t0=$(date +%s%N)
-  ansible-playbook -i "$work/inventory.yml" -e @molecule/_shared/appliance-vars.yml \
+  ansible-playbook -i "$work/inventory.yml" -e @molecule/_shared/vars/appliance.yml \
     molecule/appliance/converge.yml >"$1" 2>&1 || { tail -40 "$1" >&2; return 1; }
   t1=$(date +%s%N)
   printf '%d.%d\n' $(((t1 - t0) / 1000000000)) $(((t1 - t0) / 100000000 % 10))
