@@ -34,7 +34,7 @@ from msgspec import UNSET, Meta, UnsetType
 from . import __version__, keys
 from . import checkpoint as cpmod
 from ._internal import notify
-from .commit import Busy, GroupCommitter, Outcome, Waiter, settle_here
+from .commit import Busy, GroupCommitter
 from .index import Index
 from .records import EventFields, validation_error
 from .records import Tenant as TenantName
@@ -229,13 +229,8 @@ class App:
         if group and sock:  # the socket is 0660: its group is who may submit
             os.chown(sock, -1, grp.getgrnam(group).gr_gid)
         self.loop = loop
-
-        def settle(outcomes: list[tuple[Waiter, Outcome]]) -> None:
-            """One wake-up of the loop per group, not one per request."""
-            if not loop.is_closed():  # closed: shut down, nobody is waiting any more
-                loop.call_soon_threadsafe(settle_here, outcomes)
-        self.committer = GroupCommitter(ledger, max_pending=int(
-            os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count, settle=settle)
+        self.committer = GroupCommitter(ledger, loop, max_pending=int(
+            os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
         gc.collect()
         gc.freeze()  # the index is long-lived: full collections stalled requests 10-18 ms
         sys.setswitchinterval(SWITCH_INTERVAL_S)
