@@ -249,10 +249,13 @@ class App:
             events = [parse_event(await read_body(scope, proto, MAX_BODY))]
         else:
             events = parse_batch(await read_body(scope, proto, MAX_BATCH_BODY))
-        for i, ev in enumerate(events):
+        only_events = [ev for ev in events if isinstance(ev, ApiEvent)]
+        if len(only_events) != len(events):
+            raise HTTPError(422, "this comparison app stores events only", "kind")
+        for i, ev in enumerate(only_events):
             if ev.tenant is not UNSET and ev.tenant != tenant.name:
                 raise HTTPError(403, "records for another tenant", f"records[{i}].tenant")
-        acks = await self._commit(tenant, events)
+        acks = await self._commit(tenant, only_events)
         if path == "/v1/records":
             return 201, _ENCODE(accepted(acks[0])), [JSON_TYPE,
                                                      ("x-vantio-signature", acks[0].receipt)]

@@ -27,9 +27,17 @@ def _paths(p: argparse.ArgumentParser) -> None:
                    help=f"the agents' slice in cgroup v2 (default {enforcer.DEFAULT_ROOT})")
 
 
+#: The API key as a systemd credential: LoadCredential=vantio-api-key:FILE.
+CREDENTIAL = "vantio-api-key"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="vantio enforcer: %(message)s")
     key = None
+    credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / CREDENTIAL
+    if not args.no_ledger and args.api_key_file is None and "VANTIO_API_KEY" not in os.environ \
+            and credential.is_file():  # systemd's LoadCredential= (vantio-enforcer.service)
+        args.api_key_file = str(credential)
     if not args.no_ledger:
         key = _api_key(args)
     opts = enforcer.Options(args.policy, None if args.no_ledger else args.ledger_socket, key,
@@ -71,7 +79,7 @@ def cmd_status(args: argparse.Namespace) -> int:
           f" (pinned: {', '.join(st['pinned']) or 'nothing'})")
     print(f"policy     {pol['source']} sha256:{pol['sha256'][:16]} generation {st['generation']}")
     print(f"lockdown   {st['lockdown']}\nrecorded   {st['recorded']} decisions, "
-          f"{st['queued']} queued")
+          f"{st['pending_bytes']} bytes pending in the ring buffer")
     for name, addrs in pol["resolutions"].items():
         print(f"resolved   {name} -> {', '.join(addrs)}")
     for a in st["agents"]:
@@ -149,7 +157,8 @@ def add_commands(top: Any) -> None:
     p.add_argument("--policy", type=Path, required=True, help="policy file (YAML)")
     p.add_argument("--ledger-socket", type=Path, default=DEFAULT_SOCKET,
                    help=f"the ledger service's socket (default {DEFAULT_SOCKET})")
-    p.add_argument("--api-key-file", help="the tenant's API key (or $VANTIO_API_KEY)")
+    p.add_argument("--api-key-file", help="the tenant's API key (or $VANTIO_API_KEY, or the "
+                   f"systemd credential {CREDENTIAL})")
     p.add_argument("--no-ledger", action="store_true",
                    help="record nothing (testing only: decisions are still enforced)")
     p.add_argument("--ringbuf-pages", type=int, default=enforcer.RINGBUF_PAGES,

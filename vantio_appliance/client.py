@@ -1,4 +1,4 @@
-"""A small client of the ingest API over its unix socket (stdlib only).
+"""A small client of the ingest API over its unix socket.
 
 The enforcer and `vantio ingest` use it. It checks every receipt it gets
 back against the tenant's key, so a client learns at once if the service it
@@ -12,12 +12,13 @@ import http.client
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from .layout import DEFAULT_SOCKET
-from .records import receipt
 
 
 class ApiError(RuntimeError):
@@ -49,10 +50,28 @@ class Receipt:
     leaf_hash: str
 
 
+class _Accepted(msgspec.Struct):
+    """What the client reads of an acknowledgement (``time`` is not needed here)."""
+
+    trace_id: str
+    seq: int
+    leaf_hash: str
+    receipt: str = ""
+
+
+class _BatchAccepted(msgspec.Struct):
+    records: list[_Accepted]
+
+
+_ACCEPTED: Final = msgspec.json.Decoder(_Accepted)
+_BATCH_ACCEPTED: Final = msgspec.json.Decoder(_BatchAccepted)
+
+
 class Client:
     def __init__(self, api_key: str, sock: Path = DEFAULT_SOCKET, timeout: float = 30.0) -> None:
         self.api_key = api_key
         self._conn = _UnixConnection(sock, timeout)
+        self._mac = HMAC(api_key.encode(), SHA256())  # keyed once, copied per receipt
 
     def _request(self, method: str, path: str, body: bytes | None = None
                  ) -> tuple[bytes, http.client.HTTPResponse]:
@@ -76,22 +95,24 @@ class Client:
                            int(retry) if retry and retry.isdigit() else None)
         return data, resp
 
-    def _checked(self, item: dict[str, Any], rcpt: str) -> Receipt:
-        if not hmac.compare_digest(receipt(self.api_key, item["trace_id"]), rcpt):
+    def _checked(self, item: _Accepted, rcpt: str) -> Receipt:
+        """The receipt (records.receipt: HMAC-SHA256 of the trace id under the key), checked."""
+        mac = self._mac.copy()
+        mac.update(item.trace_id.encode())
+        if not hmac.compare_digest(mac.finalize().hex(), rcpt):
             raise ApiError(0, "receipt does not match this tenant's key", "x-vantio-signature")
-        return Receipt(item["trace_id"], item["seq"], rcpt, item["leaf_hash"])
+        return Receipt(item.trace_id, item.seq, rcpt, item.leaf_hash)
 
     def submit(self, record: dict[str, Any]) -> Receipt:
         data, resp = self._request("POST", "/v1/records", msgspec.json.encode(record))
-        return self._checked(msgspec.json.decode(data), resp.getheader("x-vantio-signature", ""))
+        return self._checked(_ACCEPTED.decode(data), resp.getheader("x-vantio-signature", ""))
 
     def submit_batch(self, records: list[dict[str, Any]] | list[bytes]) -> list[Receipt]:
         """Submit records (dicts, or JSON-encoded bytes) committed together, all or none."""
         body = (b'{"records":[' + b",".join(r if isinstance(r, bytes)
                                             else msgspec.json.encode(r) for r in records) + b"]}")
         data, _ = self._request("POST", "/v1/records:batch", body)
-        return [self._checked(item, item["receipt"]) for item in msgspec.json.decode(data)
-                ["records"]]
+        return [self._checked(item, item.receipt) for item in _BATCH_ACCEPTED.decode(data).records]
 
     def record(self, trace_id: str) -> dict[str, Any]:
         """A record and its .tlog-proof (reader keys)."""

@@ -5,10 +5,12 @@ the ingest API client. The decisions themselves are made in the kernel from
 maps that policy.compile_maps fills; this module only moves data.
 
 Survival: programs are attached to the agents' slice and pinned under the pin
-directory, so a crashed or killed daemon leaves enforcement in place. Events
-then pile up in the ring buffer; when it is full, enforce-mode connects are
-refused and counted (no unrecorded permit), and the next daemon reports the
-count as gap records.
+directory, so a crashed or killed daemon leaves enforcement in place. The ring
+buffer is pinned too and is the only queue: a record leaves it once the ledger
+has acknowledged it, so events a killed daemon held are sent by the next one
+(at least once). When it is full, enforce-mode connects are refused and counted
+in the pinned loss counters (no unrecorded permit); whichever daemon runs next
+reports the counts it finds not yet recorded as gap records.
 """
 
 from __future__ import annotations
@@ -25,31 +27,39 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from . import client, policy
+from . import client, hostcheck, policy
 from ._internal import bpfkit
 
 log = logging.getLogger("vantio.enforcer")
 
-CGROUP2: Final = Path("/sys/fs/cgroup/unified")
+CGROUP2: Final = hostcheck.cgroup2_root(Path("/proc/self/mounts").read_text())
 DEFAULT_ROOT: Final = CGROUP2 / policy.SLICE
 DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
-DEFAULT_STATE: Final = Path("/run/vantio/enforcer")
-BPF_SOURCE: Final = Path(__file__).resolve().parent.parent / "bpf" / "enforcer.c"
+DEFAULT_STATE: Final = Path("/run/vantio-enforcer")  # its own: /run/vantio is the ledger's
+BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # package data
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
-MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost")
+MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
+               "events")
+#: Pinned by bcc at compile time and reused by the next daemon (see bpf/enforcer.c).
+KEPT_MAPS: Final = ("quarantined", "lost", "recorded", "events")
 STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
 ACTIONS: Final = ("permit", "block", "quarantine")
 SYSCALL: Final = ("connect", "connect", "sendmsg", "sendmsg", "execve")
 F_MONITOR: Final = 1
-RINGBUF_PAGES: Final = 1024  # 4 MiB: about 47,000 events
-QUEUE_MAX: Final = 500_000
+RINGBUF_PAGES: Final = 1024  # 4 MiB: about 43,000 events
 BATCH: Final = 1000
+POLL_S: Final = 0.005  # the ring buffer is read this often when it is not busy
+# map_recorded slots (bpf/enforcer.c): kernel losses recorded, daemon losses by action,
+# daemon losses recorded by action, the start of the next gap's window.
+_DAEMON_LOST: Final = 2 * len(STAGES)
+_DAEMON_RECORDED: Final = _DAEMON_LOST + len(ACTIONS)
+_WINDOW: Final = _DAEMON_RECORDED + len(ACTIONS)
+RECORDED_SLOTS: Final = _WINDOW + 1
 
 _AGENT_KEY: Final = struct.Struct("<QII")
 _AGENT_VAL: Final = struct.Struct("<IBB2x")
@@ -57,10 +67,9 @@ _RULES_HEAD: Final = struct.Struct("<II")
 _RANGE: Final = struct.Struct("<HHI")
 _LPM4: Final = struct.Struct("<III4s")
 _LPM6: Final = struct.Struct("<III16s")
-_EVENT: Final = struct.Struct("<QQQQIIII16sHBBBBBx16s")
+_EVENT: Final = struct.Struct("<QIIII16sHBBBBBx16s")  # struct event, 64 bytes
 _EXEC_TAIL: Final = struct.Struct("<II128s")
 _CAP_BPF: Final = 39
-_ACTION_AT: Final = 67  # offset of event.action
 
 
 class EnforcerError(RuntimeError):
@@ -70,44 +79,16 @@ class EnforcerError(RuntimeError):
 # -- start-up checks -------------------------------------------------------------------
 
 
-def _mounted(fstype: str, where: Path | None = None) -> bool:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[2] == fstype and (where is None or Path(parts[1]) == where):
-                return True
-    return False
-
-
 def lockdown() -> str:
     """The kernel's lockdown level (none, integrity, confidentiality), or 'unknown'."""
-    p = Path("/sys/kernel/security/lockdown")
     with contextlib.suppress(OSError):
-        text = p.read_text()
-        return text[text.index("[") + 1:text.index("]")]
+        return hostcheck.lockdown_level((hostcheck.SECURITYFS / "lockdown").read_text())
     return "unknown"
 
 
 def missing_features(pins: Path, root: Path) -> list[str]:
     """Everything the enforcer needs and this host lacks; empty when fully armed."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN to load and attach)")
-    if why := bpfkit.available():
-        missing.append(why)
-    if not _mounted("bpf", Path("/sys/fs/bpf")) and not _mounted("bpf", pins.parent):
-        missing.append(f"bpffs is not mounted at {pins.parent} (mount -t bpf bpf /sys/fs/bpf)")
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        missing.append("kernel BTF (/sys/kernel/btf/vmlinux)")
-    build = Path(f"/lib/modules/{os.uname().release}/build")
-    if not (build / "include").is_dir():
-        missing.append(f"kernel headers ({build}; scripts/setup links linux-headers-amd64)")
-    if not _mounted("cgroup2", CGROUP2) or not root.parent.is_dir():
-        missing.append(f"cgroup v2 at {CGROUP2}")
-    if not Path("/sys/kernel/tracing/events/sched/sched_process_exec").is_dir():
-        missing.append("tracefs with sched:sched_process_exec "
-                       "(mount -t tracefs tracefs /sys/kernel/tracing)")
-    return missing
+    return hostcheck.missing(hostcheck.probe(CGROUP2, root), pins, CGROUP2)
 
 
 # -- capabilities ------------------------------------------------------------------------
@@ -126,7 +107,9 @@ def drop_capabilities(keep: Sequence[int] = (_CAP_BPF,)) -> None:
     """Keep only ``keep`` (CAP_BPF: policy map updates on reload, release, quarantine).
 
     Called before any thread starts: capabilities are per thread. The bounding
-    set is emptied too, so nothing exec'd later regains them.
+    set is emptied too where the process may (CAP_SETPCAP, as plain root has);
+    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= and SecureBits=
+    noroot keep anything exec'd from regaining what the bounding set still lists.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -179,7 +162,6 @@ class Decision:
     gid: int
     comm: str
     cgid: int
-    agent_cgid: int
     family: int
     addr: bytes
     port: int
@@ -188,11 +170,11 @@ class Decision:
 
 
 def decode_event(raw: bytes) -> Decision:
-    (_ts, cgid, agent, _bytes, pid, tgid, uid, gid, addr, port, stage, action, flags, proto,
-     family, comm) = _EVENT.unpack_from(raw)
+    (cgid, pid, tgid, uid, gid, addr, port, stage, action, flags, proto, family,
+     comm) = _EVENT.unpack_from(raw)
     d = Decision(stage, action, flags, pid, tgid, uid, gid,
-                 comm.split(b"\0", 1)[0].decode(errors="replace"), cgid, agent, family, addr,
-                 port, proto)
+                 comm.split(b"\0", 1)[0].decode(errors="replace"), cgid, family, addr, port,
+                 proto)
     if stage == 4 and len(raw) >= _EVENT.size + _EXEC_TAIL.size:
         _old, _pad, path = _EXEC_TAIL.unpack_from(raw, _EVENT.size)
         d.path = path.split(b"\0", 1)[0].decode(errors="replace")
@@ -234,20 +216,74 @@ def event_record(d: Decision, cgroups: Callable[[int], tuple[str, list[int]] | N
     return rec
 
 
-def gap_record(stage: str, enforce: bool | None, lost: int, action: str | None = None
-               ) -> dict[str, Any]:
-    """A count of decisions that could not be recorded, as an event (see docs/enforcer.md).
+class EventEncoder:
+    """Ring buffer records to the JSON that ``event_record`` makes, at ring buffer speed.
 
-    ``syscall.name`` is ``gap_<stage>``, ``args.size`` the number lost, and
-    ``action`` what happened to them: ``block`` for enforce-mode decisions
-    (refused because they could not be recorded), ``permit`` for monitor mode
-    and exec lineage (let through unrecorded).
+    A record's JSON is two parts: the process (from cgroup id, pid, tgid, uid,
+    gid, comm) and the decision (action, syscall, target: from stage, action,
+    flags, protocol, family, address, port). An agent repeats both, so each is
+    built once by ``event_record`` and then looked up by its raw bytes: a few
+    slices and two dict lookups per event instead of a decode and a JSON encode.
+    Exec records (they carry a path) always take the slow path.
     """
-    if action is None:
-        action = "block" if enforce else "permit"
-    return {"action": action, "proc": {"pid": os.getpid(), "comm": "vantio-enforcer"},
-            "syscall": {"name": f"gap_{stage}", "args": {
-                "size": lost, "flags": 0 if enforce or enforce is None else F_MONITOR}}}
+
+    MAX_CACHED: Final = 65536
+
+    def __init__(self, cgroups: Callable[[int], tuple[str, list[int]] | None]) -> None:
+        self._cgroups = cgroups
+        self._procs: dict[bytes, bytes] = {}
+        self._decisions: dict[bytes, bytes] = {}
+
+    def __call__(self, raw: bytes) -> tuple[bytes, int]:
+        """The record's JSON and its action (an index into ACTIONS)."""
+        # struct event: cgid 0, pid tgid uid gid 8-24, addr 24, port 40, stage 42,
+        # action 43, flags 44, proto 45, family 46, comm 48-64
+        action = min(raw[43], 2)
+        if raw[42] == 4:  # exec lineage
+            return _json(event_record(decode_event(raw), self._cgroups)), action
+        pkey = raw[0:24] + raw[48:64]
+        dkey = raw[24:47]
+        proc = self._procs.get(pkey)
+        decision = self._decisions.get(dkey)
+        if proc is None or decision is None:
+            rec = event_record(decode_event(raw), self._cgroups)
+            if len(self._procs) >= self.MAX_CACHED or len(self._decisions) >= self.MAX_CACHED:
+                self._procs.clear()
+                self._decisions.clear()
+            proc = self._procs[pkey] = _json(rec.pop("proc"))
+            decision = self._decisions[dkey] = _json(rec)[:-1]
+        return decision + b',"proc":' + proc + b"}", action
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def gap_record(stage: str, action: str, lost: int, window: tuple[int, int]
+               ) -> dict[str, Any]:
+    """A count of decisions that could not be recorded (a ``gap`` record, FORMATS.md).
+
+    ``action`` is what happened to them: ``block`` for enforce-mode decisions
+    (refused because they could not be recorded), ``permit`` for monitor mode
+    and exec lineage (let through unrecorded); ``daemon`` gaps (read from the
+    ring buffer, refused by the ledger) carry the decisions' own action.
+    """
+    return {"kind": "gap", "stage": stage, "lost": lost, "action": action,
+            "window": {"start_ns": window[0], "end_ns": window[1]}}
+
+
+def loss_slots() -> list[tuple[str, str]]:
+    """(stage, action of the lost decisions) of each kernel loss counter, in map order."""
+    return [(st, "block" if enforce and st != "exec" else "permit")
+            for st in STAGES for enforce in (False, True)]
+
+
+def loss_names(counts: Sequence[int], daemon: Sequence[int]) -> dict[str, int]:
+    """Loss counters by name, as `vantio enforcer status` shows them."""
+    out = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
+           for i, n in enumerate(counts)}
+    out.update({f"daemon/{a}": n for a, n in zip(ACTIONS, daemon, strict=True)})
+    return out
 
 
 # -- the daemon --------------------------------------------------------------------------
@@ -274,11 +310,11 @@ class Enforcer:
         self.gen = 0
         self.keys: dict[int, list[tuple[str, bytes]]] = {}
         self.agent_cgids: dict[str, int] = {}
-        self.queue: deque[bytes] = deque()
-        self.pump_lost: dict[str, int] = {a: 0 for a in ACTIONS}
-        self.reported: dict[str, int] = {}
+        self.ring: bpfkit.RingReader | None = None
+        self.encode = EventEncoder(self.cgroup_of)
         self.sent = 0
         self.stop = threading.Event()
+        self.give_up = threading.Event()  # set 5 s after stop: sending ends
         self.lock = threading.Lock()
         self.send_lock = threading.Lock()
         self.cg_cache: dict[int, tuple[str, list[int]]] = {}
@@ -302,17 +338,24 @@ class Enforcer:
 
     def arm(self) -> None:
         """Compile, load, fill the maps, attach (replacing an earlier daemon's), pin."""
-        missing = missing_features(self.opts.pins, self.opts.root)
+        host = hostcheck.probe(CGROUP2, self.opts.root)
+        missing = hostcheck.missing(host, self.opts.pins, CGROUP2)
         if missing:
             raise EnforcerError("refusing to run half-armed; missing: " + "; ".join(missing))
-        level = lockdown()
+        level = hostcheck.lockdown_level(host.lockdown)
         root = self.opts.root
-        root.mkdir(exist_ok=True)
+        try:
+            root.mkdir(exist_ok=True)
+            self.opts.pins.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise EnforcerError(f"cannot create {exc.filename}: {exc.strerror}") from None
         depth = len(root.relative_to(CGROUP2).parts) + 1
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
-                  f"-DMAX_RANGES={policy.MAX_RANGES}", "-w"]
-        if level == "confidentiality":  # no kernel memory reads: exec paths are left out
-            cflags.append("-DNO_KERNEL_READ")
+                  f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
+        if not hostcheck.kernel_reads_allowed(host.lockdown):
+            cflags.append("-DNO_KERNEL_READ")  # exec records then carry no path
+            log.warning("lockdown %s: programs built without kernel memory reads; exec "
+                        "records carry no path", level)
         log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
         self.prog = bpfkit.Program(BPF_SOURCE, cflags)
         for name in (*PROGRAMS, "on_exec"):
@@ -322,13 +365,14 @@ class Enforcer:
         self._restore_quarantine()
         self._install(self.policy)
         self.prog.attach_tracepoint("sched:sched_process_exec", "on_exec")
-        self.prog.open_ring_buffer("events", self.queue_event)
+        self.ring = bpfkit.RingReader(self.maps["events"])
+        if self._recorded()[_WINDOW] == 0:  # new pins: losses can only start now
+            self._set_recorded(_WINDOW, time.time_ns())
         self._attach_and_pin(root)
         log.info("armed: %d agents, generation %d", len(self.policy.agents), self.gen)
 
     def _attach_and_pin(self, root: Path) -> None:
         pins = self.opts.pins
-        pins.mkdir(mode=0o700, exist_ok=True)
         cg = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in PROGRAMS:
@@ -343,7 +387,8 @@ class Enforcer:
                         os.close(fd)
                 bpfkit.pin(self.fds[name], old)
             for name in MAPS:
-                bpfkit.pin(self.maps[name], pins / f"map_{name}")
+                if name not in KEPT_MAPS:
+                    bpfkit.pin(self.maps[name], pins / f"map_{name}")
         finally:
             os.close(cg)
 
@@ -351,9 +396,22 @@ class Enforcer:
         """Agents left frozen by an earlier daemon stay quarantined."""
         for agent in self.policy.agents:
             path = self.opts.root / agent.cgroup
-            if is_frozen(path):
+            if is_frozen(path) and self.severed(cgroup_id(path)) is None:
                 bpfkit.update(self.maps["quarantined"], cgroup_id(path).to_bytes(8, "little"),
                               bytes(8))
+        self._flag_quarantine()
+
+    def _flag_quarantine(self) -> None:
+        """config[1]: whether the programs must look agents up in ``quarantined`` at all.
+
+        Cleared only when the map is empty, and set again if the kernel quarantined
+        an agent meanwhile (it inserts, then sets the flag)."""
+        one = (1).to_bytes(4, "little")
+        if bpfkit.empty(self.maps["quarantined"], 8):
+            bpfkit.update(self.maps["config"], one, bytes(4))
+            if bpfkit.empty(self.maps["quarantined"], 8):
+                return
+        bpfkit.update(self.maps["config"], one, one)
 
     def _install(self, pol: policy.Policy) -> None:
         """Write generation gen+1, flip config[0] to it, then delete the old generation."""
@@ -395,16 +453,6 @@ class Enforcer:
 
     # -- events ----------------------------------------------------------------------
 
-    def queue_event(self, raw: bytes) -> None:
-        """Ring buffer callback: keep the raw bytes; decoding happens in the sender."""
-        action = raw[_ACTION_AT] if len(raw) >= _EVENT.size else 1
-        if len(self.queue) >= QUEUE_MAX:
-            self.pump_lost[ACTIONS[min(action, 2)]] += 1  # reported as a gap record
-            return
-        self.queue.append(raw)
-        if action == 2:
-            self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
-
     def cgroup_of(self, cgid: int) -> tuple[str, list[int]] | None:
         hit = self.cg_cache.get(cgid)
         if hit is None:
@@ -418,16 +466,19 @@ class Enforcer:
                     break
         return hit
 
-    def _send(self, records: list[bytes]) -> bool:
-        """Submit, retrying 429/503 and an unreachable ledger; one request at a time (the
-        client holds one connection, shared by the sender and the main loop)."""
+    def _send(self, records: list[bytes]) -> bool | None:
+        """Submit; True when durable, False when the ledger refused it for good, None when
+        the daemon stops first. 429, 503 and an unreachable ledger are waited out: the
+        ring buffer holds the rest meanwhile. One request at a time (one connection)."""
         if self.api is None:
             return True
         with self.send_lock:
             return self._send_locked(self.api, records)
 
-    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool:
-        for attempt in range(50):
+    def _send_locked(self, api: client.Client, records: list[bytes]) -> bool | None:
+        attempt = 0
+        while not self.give_up.is_set():
+            attempt += 1
             try:
                 api.submit_batch(records)
                 return True
@@ -435,56 +486,83 @@ class Enforcer:
                 if exc.status not in (429, 503):
                     log.error("ledger refused a batch: %s", exc)
                     return False
-                time.sleep(exc.retry_after or 0.05 * (attempt + 1))
+                self.give_up.wait(exc.retry_after or min(0.05 * attempt, 1.0))
             except (OSError, http.client.HTTPException) as exc:
-                log.warning("ledger unreachable: %s", exc)
-                time.sleep(0.2)
-                if self.stop.is_set():
-                    return False
-        return False
+                if attempt == 1:
+                    log.warning("ledger unreachable: %s", exc)
+                self.give_up.wait(0.2)
+        return None
 
-    def drain(self) -> None:
-        """Send queued decisions in batches; what cannot be sent is counted, never dropped
-        silently."""
-        while self.queue:
+    def pump(self) -> int:
+        """Send what the ring buffer holds, a batch at a time; each batch leaves the ring
+        only once the ledger has it (or refused it for good: then it is counted as the
+        daemon's loss, in the pinned map, first). The number of records read."""
+        assert self.ring is not None
+        total = 0
+        while not self.give_up.is_set():
+            raws, pos = self.ring.read(BATCH)
+            if not raws:
+                self.ring.release(pos)  # only discarded records, if any
+                return total
             batch: list[bytes] = []
-            actions: list[str] = []
-            while self.queue and len(batch) < BATCH:
-                d = decode_event(self.queue.popleft())
-                batch.append(json.dumps(event_record(d, self.cgroup_of),
-                                        separators=(",", ":")).encode())
-                actions.append(ACTIONS[min(d.action, 2)])
-            if self._send(batch):
+            by_action = [0] * len(ACTIONS)
+            encode = self.encode
+            for raw in raws:
+                line, action = encode(raw)
+                batch.append(line)
+                by_action[action] += 1
+            if by_action[2]:
+                self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
+            done = self._send(batch)
+            if done is None:
+                return total  # stopping: the next daemon sends them
+            if done:
                 self.sent += len(batch)
             else:
-                for a in actions:
-                    self.pump_lost[a] += 1
+                rec = self._recorded()
+                for i, n in enumerate(by_action):
+                    self._set_recorded(_DAEMON_LOST + i, rec[_DAEMON_LOST + i] + n)
+            self.ring.release(pos)
+            total += len(raws)
+        return total
+
+    def _recorded(self) -> list[int]:
+        fd = self.maps["recorded"]
+        return [int.from_bytes(bpfkit.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
+                               "little") for i in range(RECORDED_SLOTS)]
+
+    def _set_recorded(self, slot: int, value: int) -> None:
+        bpfkit.update(self.maps["recorded"], slot.to_bytes(4, "little"),
+                      value.to_bytes(8, "little"))
 
     def report_gaps(self) -> None:
-        """Turn new losses (kernel per stage, daemon per action) into gap records."""
+        """Turn losses not yet in the ledger (kernel per stage and mode, daemon per action,
+        this daemon's or an earlier one's) into gap records; then mark them recorded."""
         counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
-        gaps: list[tuple[str, dict[str, Any], int]] = []
-        for i, n in enumerate(counts):
-            stage, enforce = STAGES[i // 2], bool(i % 2)
-            key = f"{stage}/{'enforce' if enforce else 'monitor'}"
-            if n > self.reported.get(key, 0):
-                gaps.append((key, gap_record(stage, enforce, n - self.reported.get(key, 0)), n))
-        for action, n in self.pump_lost.items():
-            key = f"daemon/{action}"
-            if n > self.reported.get(key, 0):
-                gaps.append((key, gap_record("daemon", None, n - self.reported.get(key, 0),
-                                             action), n))
-        for key, rec, total in gaps:
-            if self._send([json.dumps(rec, separators=(",", ":")).encode()]):
-                self.reported[key] = total
-                log.warning("gap recorded: %s lost %s", key, rec["syscall"]["args"]["size"])
+        rec = self._recorded()
+        now = time.time_ns()
+        window = (rec[_WINDOW], now)
+        gaps: list[tuple[int, int, dict[str, Any]]] = []
+        for i, ((stage, action), n) in enumerate(zip(loss_slots(), counts, strict=True)):
+            if n > rec[i]:
+                gaps.append((i, n, gap_record(stage, action, n - rec[i], window)))
+        for i, action in enumerate(ACTIONS):
+            n, done = rec[_DAEMON_LOST + i], rec[_DAEMON_RECORDED + i]
+            if n > done:
+                gaps.append((_DAEMON_RECORDED + i, n,
+                             gap_record("daemon", action, n - done, window)))
+        if not gaps:
+            return
+        body = [json.dumps(g, separators=(",", ":")).encode() for _, _, g in gaps]
+        if self._send(body):
+            for slot, total, g in gaps:
+                self._set_recorded(slot, total)
+                log.warning("gap recorded: %s %s lost %d", g["stage"], g["action"], g["lost"])
+            self._set_recorded(_WINDOW, now)
 
     def loss_counters(self) -> dict[str, int]:
         counts = bpfkit.percpu_u64_sums(self.maps["lost"], len(STAGES) * 2)
-        out = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
-               for i, n in enumerate(counts)}
-        out.update({f"daemon/{a}": n for a, n in self.pump_lost.items()})
-        return out
+        return loss_names(counts, self._recorded()[_DAEMON_LOST:_DAEMON_RECORDED])
 
     # -- quarantine ------------------------------------------------------------------
 
@@ -518,6 +596,7 @@ class Enforcer:
         with self.lock:
             if self.severed(cgid) is None:
                 bpfkit.update(self.maps["quarantined"], cgid.to_bytes(8, "little"), bytes(8))
+                self._flag_quarantine()
         self.freeze_quarantined()
         return {"agent": name, "quarantined": True}
 
@@ -525,6 +604,7 @@ class Enforcer:
         cgid = self.agent_cgids[name]
         severed = self.severed(cgid) or 0
         bpfkit.delete(self.maps["quarantined"], cgid.to_bytes(8, "little"))
+        self._flag_quarantine()
         set_frozen(self.opts.root / self.policy.agent(name).cgroup, False)
         self._send([json.dumps(self._agent_record(name, "permit", "vantio_release",
                                                   severed)).encode()])
@@ -546,7 +626,7 @@ class Enforcer:
                 "lockdown": lockdown(), "pins": str(self.opts.pins),
                 "policy": self.policy.summary(), "agents": agents,
                 "lost": self.loss_counters(), "recorded": self.sent,
-                "queued": len(self.queue), "gaps_reported": dict(self.reported)}
+                "pending_bytes": self.ring.pending() if self.ring else 0}
 
     def write_status(self) -> None:
         tmp = self.opts.state / "status.json.tmp"
@@ -578,10 +658,10 @@ class Enforcer:
                 with contextlib.suppress(OSError):
                     conn.sendall(json.dumps(reply).encode() + b"\n")
 
-    def _poller(self) -> None:
-        assert self.prog is not None
+    def _pumper(self) -> None:
         while not self.stop.is_set():
-            self.prog.poll(50)
+            if self.pump() < BATCH:
+                self.stop.wait(POLL_S)
 
     def run(self) -> None:
         """Arm, drop capabilities, then pump events until SIGTERM/SIGINT; SIGHUP reloads."""
@@ -604,15 +684,13 @@ class Enforcer:
 
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        threads = [threading.Thread(target=self._poller, daemon=True),
+        threads = [threading.Thread(target=self._pumper, daemon=True),
                    threading.Thread(target=self._control, args=(ctl,), daemon=True)]
         for t in threads:
             t.start()
         self.write_status()
         print(f"vantio enforcer: armed, generation {self.gen}, pinned in {self.opts.pins}",
               flush=True)
-        sender = threading.Thread(target=self._sender, daemon=True)
-        sender.start()
         last_tick = 0.0
         while not self.stop.is_set():
             self.hup.wait(0.2)
@@ -625,22 +703,18 @@ class Enforcer:
                 last_tick = time.monotonic()
                 self.report_gaps()
                 self.write_status()
+        # A last flush, bounded: what is left stays in the pinned ring for the next daemon.
+        timer = threading.Timer(5, self.give_up.set)
+        timer.daemon = True
+        timer.start()
         for t in threads:
-            t.join(2)
-        sender.join(10)
-        self.drain()
+            t.join(10)
+        self.pump()
         self.report_gaps()
         self.write_status()
         ctl.close()
         ctl_path.unlink(missing_ok=True)
         log.info("stopped; programs stay attached and pinned in %s", self.opts.pins)
-
-    def _sender(self) -> None:
-        while not self.stop.is_set():
-            if self.queue:
-                self.drain()
-            else:
-                time.sleep(0.01)
 
 
 # -- outside the daemon --------------------------------------------------------------------
@@ -675,13 +749,16 @@ def read_status(state: Path, pins: Path) -> dict[str, Any]:
     except OSError as exc:
         status["running"] = exc.errno == errno.EPERM
     status["pinned"] = sorted(p.name for p in pins.iterdir()) if pins.is_dir() else []
-    if status["pinned"] and (pins / "map_lost").exists():
-        with contextlib.suppress(OSError):
+    if (pins / "map_lost").exists() and (pins / "map_recorded").exists():
+        with contextlib.suppress(OSError):  # the pinned counters, even with no daemon
             fd = bpfkit.obj_get(pins / "map_lost")
             counts = bpfkit.percpu_u64_sums(fd, len(STAGES) * 2)
             os.close(fd)
-            status["lost_now"] = {f"{STAGES[i // 2]}/{'enforce' if i % 2 else 'monitor'}": n
-                                  for i, n in enumerate(counts)}
+            fd = bpfkit.obj_get(pins / "map_recorded")
+            daemon = [int.from_bytes(bpfkit.lookup(fd, i.to_bytes(4, "little"), 8) or bytes(8),
+                                     "little") for i in range(_DAEMON_LOST, _DAEMON_RECORDED)]
+            os.close(fd)
+            status["lost_now"] = loss_names(counts, daemon)
     return status
 
 

@@ -35,7 +35,7 @@ from . import checkpoint as cpmod
 from ._internal import notify
 from .commit import Busy, GroupCommitter
 from .index import Index
-from .records import EventFields, validation_error
+from .records import EventFields, GapFields, validation_error
 from .records import Tenant as TenantName
 from .writer import Ack, EpochKeyGone, Ledger, LedgerUnavailable, Submission
 
@@ -68,14 +68,41 @@ class ApiEvent(EventFields):
     tenant: TenantName | UnsetType = UNSET
 
 
+class ApiGap(GapFields):
+    """A submitted gap (``"kind": "gap"``); ``tenant`` as for an event."""
+
+    tenant: TenantName | UnsetType = UNSET
+
+
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
     """A batch request: 1 to 1000 records, committed together."""
 
     records: Annotated[list[ApiEvent], Meta(min_length=1, max_length=MAX_BATCH)]
 
 
+class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """A batch holding a gap: its records are parsed one by one (a gap is rare)."""
+
+    records: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class _Kind(msgspec.Struct):
+    kind: Any = UNSET
+
+
+def _is_gap(body: bytes) -> bool:
+    """Whether a JSON object says ``"kind": "gap"`` (only asked once it failed as an event)."""
+    try:
+        return bool(_KIND.decode(body).kind == "gap")
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return False
+
+
 _EVENT: Final = msgspec.json.Decoder(ApiEvent)
+_KIND: Final = msgspec.json.Decoder(_Kind)
+_GAP: Final = msgspec.json.Decoder(ApiGap)
 _BATCH: Final = msgspec.json.Decoder(Batch)
+_RAW_BATCH: Final = msgspec.json.Decoder(_RawBatch)
 _ENCODE: Final = msgspec.json.Encoder().encode
 
 
@@ -134,31 +161,68 @@ def _refuse_duplicates(body: bytes) -> None:
         raise HTTPError(422, "duplicate key", path)
 
 
-def parse_event(body: bytes) -> ApiEvent:
-    """One submitted record: whitelist, types, formats, no duplicate keys."""
+def parse_event(body: bytes) -> ApiEvent | ApiGap:
+    """One submitted record: whitelist, types, formats, no duplicate keys.
+
+    An event has no ``kind``; a body that fails as an event and says
+    ``"kind": "gap"`` is judged as a gap instead (the event's fast path stays
+    as it was).
+    """
+    fields: ApiEvent | ApiGap
     try:
-        fields: ApiEvent = _EVENT.decode(body)
+        fields = _EVENT.decode(body)
     except msgspec.ValidationError as exc:
-        err = validation_error(exc)
-        raise HTTPError(422, err.reason, err.field) from None
+        if not _is_gap(body):
+            err = validation_error(exc)
+            raise HTTPError(422, err.reason, err.field) from None
+        try:
+            fields = _GAP.decode(body)
+        except msgspec.ValidationError as gap_exc:
+            err = validation_error(gap_exc)
+            raise HTTPError(422, err.reason, err.field) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
     _check_duplicates(body, fields)
     return fields
 
 
-def parse_batch(body: bytes) -> list[ApiEvent]:
+def _batch_error(exc: msgspec.ValidationError) -> HTTPError:
+    err = validation_error(exc)
+    return HTTPError(413 if "Expected `array` of length <=" in err.reason else 422,
+                     err.reason, err.field)
+
+
+def parse_batch(body: bytes) -> list[ApiEvent | ApiGap]:
     """A batch: ``{"records": [...]}``, each record as ``parse_event`` checks it."""
     try:
         batch: Batch = _BATCH.decode(body)
     except msgspec.ValidationError as exc:
-        err = validation_error(exc)
-        raise HTTPError(413 if "Expected `array` of length <=" in err.reason else 422,
-                        err.reason, err.field) from None
+        return _parse_mixed_batch(body, _batch_error(exc))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from None
     _check_duplicates(body, batch)
-    return batch.records
+    return list(batch.records)
+
+
+def _parse_mixed_batch(body: bytes, first: HTTPError) -> list[ApiEvent | ApiGap]:
+    """A batch that is not all events: record by record, so a gap is judged as a gap."""
+    try:
+        raw: _RawBatch = _RAW_BATCH.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _batch_error(exc) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise first from None
+    if not any(_is_gap(r) for r in raw.records):
+        raise first
+    _refuse_duplicates(body)
+    out: list[ApiEvent | ApiGap] = []
+    for i, record in enumerate(raw.records):
+        try:
+            out.append(parse_event(bytes(record)))
+        except HTTPError as exc:
+            where = f"records[{i}]" if exc.field is None else f"records[{i}].{exc.field}"
+            raise HTTPError(exc.status, exc.error, where) from None
+    return out
 
 
 @dataclass
@@ -322,7 +386,7 @@ class App:
             raise HTTPError(403, f"a {tenant.role} key cannot do this")
         return tenant
 
-    async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent],
+    async def _commit(self, tenant: keys.Tenant, events: Sequence[ApiEvent | ApiGap],
                       batch: bool = False) -> list[Ack]:
         subs = []
         for i, ev in enumerate(events):
@@ -446,8 +510,10 @@ def _batch_signature(api_key: str, trace_ids: list[str]) -> str:
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document, its schemas generated from the record Structs."""
-    (event, batch), components = msgspec.json.schema_components(
-        [ApiEvent, Batch], ref_template="#/components/schemas/{name}")
+    (event, gap, batch), components = msgspec.json.schema_components(
+        [ApiEvent, ApiGap, Batch], ref_template="#/components/schemas/{name}")
+    record = {"oneOf": [event, gap]}  # an event, or a gap (which says "kind": "gap")
+    components["Batch"]["properties"]["records"]["items"] = record
     error = {"type": "object", "required": ["error"],
              "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
     err = {"description": "refused", "content": {"application/json": {"schema": error}}}
@@ -465,7 +531,7 @@ def openapi() -> dict[str, Any]:
             "/v1/records": {"post": {
                 "operationId": "postRecord", "security": bearer,
                 "requestBody": {"required": True,
-                                "content": {"application/json": {"schema": event}}},
+                                "content": {"application/json": {"schema": record}}},
                 "responses": {**accepted, **refusals}}},
             "/v1/records:batch": {"post": {
                 "operationId": "postRecords", "security": bearer,

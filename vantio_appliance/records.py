@@ -109,6 +109,48 @@ class EventFields(_Closed):
     target_host: HostPort | UnsetType = UNSET
     bytes_severed: Count | UnsetType = UNSET
 
+    def record(self, *, seq: int, trace_id: str, tenant: str, time: Time, receipt: str
+               ) -> Event:
+        """The stored record of this submission (the writer adds what the ledger vouches for)."""
+        return Event(v=1, seq=seq, trace_id=trace_id, tenant=tenant, time=time,
+                     action=self.action, receipt=receipt, proc=self.proc, syscall=self.syscall,
+                     target_host=self.target_host, bytes_severed=self.bytes_severed)
+
+
+Name32 = Annotated[str, Meta(pattern=rf"^[a-z0-9_]{{1,32}}{_END}")]
+
+
+class Window(_Closed):
+    """A CLOCK_REALTIME interval, in nanoseconds, that a gap's losses fall within."""
+
+    start_ns: Count
+    end_ns: Count
+
+
+class GapFields(_Closed):
+    """What a client may submit for a gap: decisions it made but could not record.
+
+    ``kind`` is the one field that tells a gap from an event on the wire (events
+    omit it); ``action`` is what happened to the lost decisions: ``block`` when
+    they were refused because they could not be recorded, ``permit`` when they
+    went through unrecorded.
+    """
+
+    kind: Literal["gap"]
+    stage: Name32
+    lost: Annotated[int, Meta(ge=1, le=MAX_INT)]
+    action: Action
+    window: Window
+    trace_id: TraceId | UnsetType = UNSET
+    agent: Text64 | UnsetType = UNSET
+    cgroup: Path4096 | UnsetType = UNSET
+
+    def record(self, *, seq: int, trace_id: str, tenant: str, time: Time, receipt: str
+               ) -> Gap:
+        return Gap(v=1, seq=seq, trace_id=trace_id, tenant=tenant, time=time, stage=self.stage,
+                   lost=self.lost, action=self.action, window=self.window, receipt=receipt,
+                   agent=self.agent, cgroup=self.cgroup)
+
 
 # Records as stored. String formats (trace id, receipt, host:port) are enforced on
 # input, where they are checked once; a stored record is checked for what the
@@ -129,6 +171,18 @@ class Event(_Record, tag="event"):
     syscall: Syscall | UnsetType = UNSET
     target_host: Annotated[str, Meta(min_length=1, max_length=262)] | UnsetType = UNSET
     bytes_severed: Count | UnsetType = UNSET
+
+
+class Gap(_Record, tag="gap"):
+    """A count of decisions that happened and could not be recorded one by one."""
+
+    stage: Annotated[str, Meta(min_length=1, max_length=32)]
+    lost: Count
+    action: Action
+    window: Window
+    receipt: Annotated[str, Meta(min_length=64, max_length=64)]
+    agent: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
+    cgroup: Annotated[str, Meta(min_length=1, max_length=4096)] | UnsetType = UNSET
 
 
 class Genesis(_Record, tag="genesis"):
@@ -166,7 +220,8 @@ class Anchor(_Record, tag="anchor"):
     evidence: Annotated[list[Text512], Meta(max_length=256)] | UnsetType = UNSET
 
 
-Record = Event | Genesis | Seal | Torn | Epoch | Anchor
+Record = Event | Gap | Genesis | Seal | Torn | Epoch | Anchor
+Submitted = EventFields | GapFields
 SystemRecord = Genesis | Seal | Torn | Epoch | Anchor
 
 
@@ -289,8 +344,8 @@ def check_record(record: Any) -> None:
 
 
 def check_tenant(rec: Record) -> None:
-    """Events belong to tenants; the ledger's own records to SYSTEM_TENANT."""
-    if isinstance(rec, Event):
+    """Events and gaps belong to tenants; the ledger's own records to SYSTEM_TENANT."""
+    if isinstance(rec, Event | Gap):
         if not TENANT_RE.fullmatch(rec.tenant):
             raise RecordError("tenant", "not a tenant name")
     elif rec.tenant != SYSTEM_TENANT:

@@ -34,6 +34,7 @@ from .records import (
     SYSTEM_TENANT,
     Epoch,
     Event,
+    Gap,
     Genesis,
     Record,
     RecordError,
@@ -124,7 +125,7 @@ def _scan(task: _Task) -> _Scan:
             seq = rec.seq if seq is None else seq
             scan.first = seq
             scan.lead_torn = type(rec) is Torn and bad_at is None and task.start > 0
-        if type(rec) is Event:
+        if type(rec) is Event or type(rec) is Gap:  # a tenant's record
             if bad_at is not None or rec.tenant == SYSTEM_TENANT:
                 _event_findings(scan, rec, seq, here, bad_at)
                 bad_at = None
@@ -169,12 +170,13 @@ def _pieces(scan: _Scan, leaves: list[bytes], cut: int | None) -> None:
         pos = end
 
 
-def _event_findings(scan: _Scan, rec: Event, seq: int, here: int, bad_at: int | None) -> None:
+def _event_findings(scan: _Scan, rec: Event | Gap, seq: int, here: int, bad_at: int | None) -> None:
     if bad_at is not None:
         scan.findings.append(Finding(scan.name, seq, "bytes that are not records, not excused "
                                      "by a torn record", bad_at))
     if rec.tenant == SYSTEM_TENANT:
-        scan.findings.append(Finding(scan.name, seq, "an event cannot belong to the ledger", here))
+        scan.findings.append(Finding(scan.name, seq, f"{type(rec).__name__.lower()} records cannot "
+                                     "belong to the ledger", here))
 
 
 def _special(scan: _Scan, rec: Record, seq: int, here: int, bad_at: int | None) -> None:

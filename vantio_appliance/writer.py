@@ -44,11 +44,10 @@ from .records import (
     SYSTEM_TENANT,
     Anchor,
     Epoch,
-    Event,
-    EventFields,
     Genesis,
     RecordError,
     Seal,
+    Submitted,
     SystemRecord,
     Time,
     Torn,
@@ -93,10 +92,11 @@ class _EpochSigner:
 
 
 class Submission(msgspec.Struct, frozen=True, gc=False):
-    """A validated event submission: only ``submission()`` and ``parse()`` make one."""
+    """A validated submission (event or gap): only ``submission()``, ``parse()`` and the
+    ingest API make one."""
 
     tenant: str
-    fields: EventFields
+    fields: Submitted
 
 
 def submission(tenant: str, fields: Any) -> Submission:
@@ -426,9 +426,8 @@ class Ledger:
             mac = self._receipt_mac(sub.tenant).copy()
             mac.update(tid.encode())
             rcpt = mac.finalize().hex()
-            events.append(Event(v=1, seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
-                                action=f.action, receipt=rcpt, proc=f.proc, syscall=f.syscall,
-                                target_host=f.target_host, bytes_severed=f.bytes_severed))
+            events.append(f.record(seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
+                                   receipt=rcpt))
             seq += 1
         data = encode_lines(events)
         sha = hashlib.sha256

@@ -9,8 +9,10 @@ unpins and removes what the test made.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,11 +28,12 @@ import pytest
 from conftest import clear_worm_flags
 from ledger_helpers import cli, cli_env
 from service_helpers import Server, add_tenant, ledger_lines
+from test_enforcer_unit import unit_capabilities
 
-from vantio_appliance import enforcer
+from vantio_appliance import enforcer, hostcheck
 
 pytestmark = pytest.mark.root
-CG2 = Path("/sys/fs/cgroup/unified")
+CG2 = enforcer.CGROUP2
 
 
 def _skip_reason() -> str | None:
@@ -98,15 +101,22 @@ class Stack:
         return ["--state-dir", str(self.state), "--pin-dir", str(self.pins),
                 "--cgroup-root", str(self.root)]
 
-    def start(self) -> Stack:
+    def start(self, wrapper: tuple[str, ...] = (), credentials: bool = False) -> Stack:
+        """Start the daemon (under ``wrapper``; with the key as a systemd credential)."""
+        armed = self.log.read_text().count("armed, generation") if self.log.exists() else 0
+        env = cli_env()
+        key = ["--api-key-file", str(self.tmp / "key")]
+        if credentials:
+            env["CREDENTIALS_DIRECTORY"], key = str(self.tmp), []
+            (self.tmp / "vantio-api-key").write_text(self.key)
         with self.log.open("ab") as log:
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "vantio_appliance.cli", "enforcer", "run", "--policy",
-                 str(self.policy), "--ledger-socket", str(self.server.sock), "--api-key-file",
-                 str(self.tmp / "key"), "--ringbuf-pages", str(self.pages), *self.paths()],
-                stdout=log, stderr=log, env=cli_env(), start_new_session=True)
+                [*wrapper, sys.executable, "-m", "vantio_appliance.cli", "enforcer", "run",
+                 "--policy", str(self.policy), "--ledger-socket", str(self.server.sock), *key,
+                 "--ringbuf-pages", str(self.pages), *self.paths()],
+                stdout=log, stderr=log, env=env, start_new_session=True)
         deadline = time.monotonic() + 60
-        while "armed, generation" not in self.log.read_text():
+        while self.log.read_text().count("armed, generation") == armed:
             assert self.daemon.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.05)
@@ -132,8 +142,7 @@ class Stack:
         out = []
         for line in ledger_lines(self.ledger).values():
             rec = json.loads(line)
-            if rec.get("proc", {}).get("cgroup") == cg or (
-                    rec.get("syscall", {}).get("name", "").startswith("gap_")):
+            if rec.get("proc", {}).get("cgroup") == cg or rec["kind"] == "gap":
                 out.append(rec)
         return out
 
@@ -267,6 +276,11 @@ def test_status_shows_policy_agents_and_counters(stack: Stack) -> None:
     st = json.loads(out.stdout)
     assert st["running"] and [a["name"] for a in st["agents"]] == ["web", "mon", "jail"]
     assert "connect4/enforce" in st["lost"] and "prog_connect4" in st["pinned"]
+    assert {"map_events", "map_lost", "map_recorded", "map_quarantined"} <= set(st["pinned"])
+    text = cli("enforcer", "status", *stack.paths())
+    assert text.returncode == 0, text.stderr
+    assert "bytes pending in the ring buffer" in text.stdout
+    assert "sendmsg4/enforce" in text.stdout and "daemon/permit" in text.stdout, text.stdout
 
 
 def test_quarantine_freezes_and_counts_severed_bytes(stack: Stack, listener: Listener) -> None:
@@ -347,9 +361,54 @@ def test_overload_produces_gap_records(tmp_path: Path, listener: Listener) -> No
     try:
         s.start()
         n = 20000
-        got = s.run_agent("web", f"""
+        got = s.run_agent("web", _udp_flood(n))
+        assert got.get("EPERM", 0) > 0, got  # refused because it could not be recorded
+
+        recs = s.wait_records("web", lambda rs: _accounted(rs) >= n, timeout=60)
+        gaps = [r for r in recs if r["kind"] == "gap"]
+        assert {(g["stage"], g["action"]) for g in gaps} == {("sendmsg4", "block")}, gaps
+        assert sum(g["lost"] for g in gaps) == got["EPERM"], (gaps, got)
+        assert _permits(recs) == got["ok"], got  # each permit recorded, exactly once
+    finally:
+        s.close()
+
+
+def test_a_restarted_daemon_reports_its_predecessors_losses(tmp_path: Path,
+                                                            listener: Listener) -> None:
+    """Overload, kill -9 the daemon, go on sending, restart it: every decision is in the
+    ledger, one by one or counted in a gap, although the first daemon died unannounced."""
+    s = Stack(tmp_path, POLICY.format(tcp=listener.port), ringbuf_pages=1)
+    try:
+        s.start()
+        n = 20000
+        agent = s.agent("web", _udp_flood(n))
+        s.wait_records("web", lambda rs: _permits(rs) > 0, timeout=30)
+        s.stop_daemon(signal.SIGKILL)
+        out, err = agent.communicate(timeout=120)
+        assert agent.returncode == 0, err
+        got = json.loads(out)
+        st = json.loads(cli("enforcer", "status", "--json", *s.paths()).stdout)
+        assert not st["running"] and st["lost_now"]["sendmsg4/enforce"] > 0, st
+        before = [r for r in s.records("web") if r["kind"] == "gap"]
+        assert sum(g["lost"] for g in before) < got["EPERM"], "nothing left to report"
+        s.start()
+        recs = s.wait_records("web", lambda rs: _accounted(rs) >= n, timeout=60)
+        gaps = [r for r in recs if r["kind"] == "gap"]
+        assert sum(g["lost"] for g in gaps) == got["EPERM"], (gaps, got)
+        assert {(g["stage"], g["action"]) for g in gaps} == {("sendmsg4", "block")}, gaps
+        # Events the killed daemon held were still in the pinned ring: sent at least once.
+        assert got["ok"] <= _permits(recs) <= got["ok"] + enforcer.BATCH, got
+        windows = sorted((g["window"]["start_ns"], g["window"]["end_ns"]) for g in gaps)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows
+    finally:
+        s.close()
+
+
+def _udp_flood(n: int) -> str:
+    """An agent script: n UDP sends to the allowed 127.0.0.2:9999; prints outcome counts."""
+    return f"""
 import errno, json, socket
-res = {{}}
+res = {{"ok": 0, "EPERM": 0}}
 for i in range({n}):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -359,22 +418,16 @@ for i in range({n}):
     u.close()
     res[r] = res.get(r, 0) + 1
 print(json.dumps(res))
-""")
-        assert got.get("EPERM", 0) > 0, got  # refused because it could not be recorded
+"""
 
-        def complete(rs: list[dict[str, Any]]) -> bool:
-            sent = sum(1 for r in rs if r.get("target_host") == "127.0.0.2:9999")
-            gaps = sum(r["syscall"]["args"]["size"] for r in rs
-                       if r["syscall"]["name"] == "gap_sendmsg4")
-            return bool(sent + gaps >= n)
 
-        recs = s.wait_records("web", complete, timeout=60)
-        gaps = [r for r in recs if r["syscall"]["name"] == "gap_sendmsg4"]
-        assert all(g["action"] == "block" for g in gaps)
-        lost = sum(g["syscall"]["args"]["size"] for g in gaps)
-        assert lost == got["EPERM"], (lost, got)
-    finally:
-        s.close()
+def _permits(recs: list[dict[str, Any]]) -> int:
+    return sum(1 for r in recs if r.get("target_host") == "127.0.0.2:9999")
+
+
+def _accounted(recs: list[dict[str, Any]]) -> int:
+    """Decisions in the ledger: one by one, or counted in a gap."""
+    return _permits(recs) + sum(int(r["lost"]) for r in recs if r["kind"] == "gap")
 
 
 def test_a_bad_policy_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -387,3 +440,96 @@ def test_a_bad_policy_is_refused_with_its_line(tmp_path: Path) -> None:
               "--pin-dir", "/sys/fs/bpf/vantio-never", "--cgroup-root", CG2 / "vantio-never.slice")
     assert out.returncode == 2 and f"{bad}:5: " in out.stderr and "70000" in out.stderr
     assert not Path("/sys/fs/bpf/vantio-never").exists()
+
+
+def test_this_kernel_is_detected_and_fully_armed() -> None:
+    """The real detection: securityfs mounted if it was not, a lockdown level read (never
+    written), every program and map type loaded by the kernel itself."""
+    host = hostcheck.probe(CG2, CG2 / "vantio-probe.slice")
+    assert hostcheck.SECURITYFS in hostcheck.mount_points(
+        Path("/proc/self/mounts").read_text(), "securityfs")
+    assert hostcheck.lockdown_level(host.lockdown) in ("none", "integrity", "confidentiality")
+    assert set(host.kernel) == set(hostcheck.KERNEL) and not any(host.kernel.values()), host
+    assert host.freezer and host.tracepoint
+    assert hostcheck.missing(host, Path("/sys/fs/bpf/vantio-probe"), CG2) == []
+
+
+def test_half_armed_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("agents: []\n")
+    out = cli("enforcer", "run", "--policy", policy, "--no-ledger", "--state-dir",
+              tmp_path / "s", "--pin-dir", tmp_path / "pins", "--cgroup-root",
+              CG2 / "vantio-never.slice")
+    assert out.returncode == 2, out.stderr
+    assert "refusing to run half-armed" in out.stderr and "bpffs under" in out.stderr
+    assert not (tmp_path / "pins").exists() and not (CG2 / "vantio-never.slice").exists()
+
+
+_KERNEL_READS = {4, 45, 113, 115}  # bpf_probe_read(_str), bpf_probe_read_kernel(_str)
+
+
+def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
+    from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    b = BPF(src_file=str(enforcer.BPF_SOURCE).encode(), cflags=[
+        "-DAGENT_LEVEL=2", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16", f'-DPIN_DIR="{pins}"',
+        "-w", *cflags])
+    try:
+        calls = set()
+        for fn in (*enforcer.PROGRAMS, "on_exec"):
+            code = b.dump_func(fn.encode())
+            for i in range(0, len(code), 8):
+                if code[i] == 0x85 and code[i + 1] >> 4 == 0:  # BPF_CALL of a helper
+                    calls.add(int.from_bytes(bytes(code[i + 4:i + 8]), "little", signed=True))
+        return calls
+    finally:
+        b.cleanup()
+
+
+def test_under_confidentiality_the_programs_read_no_kernel_memory() -> None:
+    """lockdown=confidentiality refuses programs calling bpf_probe_read_kernel*: the build
+    the daemon then uses calls none (this machine runs `integrity`, which is never raised:
+    the bytecode is checked instead). The normal build does read (the exec path)."""
+    pins = Path(f"/sys/fs/bpf/vantio-test-{uuid.uuid4().hex[:8]}")
+    pins.mkdir()
+    try:
+        assert _helper_calls([], pins) & _KERNEL_READS
+        assert not _helper_calls(["-DNO_KERNEL_READ"], pins) & _KERNEL_READS
+    finally:
+        for p in pins.iterdir():
+            p.unlink()
+        pins.rmdir()
+
+
+def test_as_the_unit_runs_it_its_capabilities_arm_and_only_cap_bpf_stays(
+        tmp_path: Path, listener: Listener) -> None:
+    """The daemon under the unit's CapabilityBoundingSet (setpriv stands in for systemd,
+    not PID 1 here) and its key as a systemd credential: it arms, enforces and records,
+    holding CAP_BPF alone once armed."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("LOUD SKIP: setpriv (util-linux) is ABSENT: the unit's capability set "
+                    "is NOT tried on the kernel")
+    caps = unit_capabilities()
+    s = Stack(tmp_path, POLICY.format(tcp=listener.port))
+    try:
+        s.root.mkdir()  # systemd makes the slice; cgroup2's root needs CAP_DAC_OVERRIDE
+        bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
+        s.start(wrapper=(setpriv, f"--bounding-set={bounding}", "--inh-caps=-all", "--"),
+                credentials=True)
+        assert s.daemon is not None
+        status = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{s.daemon.pid}/status").read_text().splitlines()
+                      if line.startswith("Cap"))
+        cap_bpf = f"{1 << 39:016x}"
+        assert status["CapEff"].strip() == status["CapPrm"].strip() == cap_bpf, status
+        # The bounding set stays the unit's (emptying it needs CAP_SETPCAP, which the unit
+        # does not give); NoNewPrivileges= and SecureBits=noroot keep exec from using it.
+        unit_set = sum(1 << n for n in (39, 38, 12))  # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+        assert int(status["CapBnd"], 16) == unit_set, status
+        got = s.run_agent("web", PROBE.replace("PORT", str(listener.port)))
+        assert got["allowed"] == "ok" and got["denied_addr"] == "EPERM"
+        s.wait_records("web", lambda rs: any(r.get("target_host", "").startswith("127.0.0.3")
+                                             for r in rs))
+    finally:
+        s.close()

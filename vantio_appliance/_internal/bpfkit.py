@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
+import mmap
 import os
-from collections.abc import Callable
+import struct
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +41,8 @@ def _lib() -> Any:
     lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
     lib.bpf_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_ulonglong]
     lib.bpf_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
+    lib.bpf_get_first_key.argtypes = [ct.c_int, ct.c_void_p, ct.c_size_t]
+    lib.bpf_obj_get_info.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
     return lib
 
 
@@ -110,6 +113,12 @@ def lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     return v.raw
 
 
+def empty(map_fd: int, key_size: int) -> bool:
+    """Whether a hash map has no entries."""
+    k = ct.create_string_buffer(key_size)
+    return bool(lib().bpf_get_first_key(map_fd, k, key_size) < 0)
+
+
 def possible_cpus() -> int:
     text = Path("/sys/devices/system/cpu/possible").read_text().strip()
     n = 0
@@ -128,6 +137,126 @@ def percpu_u64_sums(map_fd: int, entries: int) -> list[int]:
         out.append(sum(int.from_bytes(raw[j:j + 8], "little") for j in range(0, len(raw), 8))
                    if raw else 0)
     return out
+
+
+# Kernel probes: load the smallest program of a type, create the smallest map of a type.
+_SYS_BPF: Final = 321  # x86-64
+_MAP_CREATE: Final = 0
+_PROG_LOAD: Final = 5
+_RETURN_1: Final = bytes.fromhex("b700000001000000" "9500000000000000")  # r0 = 1; exit
+PROG_TRACEPOINT: Final = 5
+MAP_LPM_TRIE: Final = 11
+MAP_RINGBUF: Final = 27
+
+
+def _sys_bpf(cmd: int, attr: bytes) -> int:
+    libc = ct.CDLL(None, use_errno=True)
+    buf = ct.create_string_buffer(attr, 128)
+    fd = int(libc.syscall(_SYS_BPF, cmd, buf, 128))
+    if fd < 0:
+        return -(ct.get_errno() or 1)
+    os.close(fd)
+    return 0
+
+
+def probe_prog(prog_type: int, attach_type: int = 0) -> int:
+    """0 when the kernel loads a program of this type (attached as ``attach_type``); else
+    the negative errno."""
+    insns = ct.create_string_buffer(_RETURN_1, len(_RETURN_1))
+    license_ = ct.create_string_buffer(b"GPL")
+    attr = struct.pack("<IIQQIIQII16sII", prog_type, len(_RETURN_1) // 8,
+                       ct.addressof(insns), ct.addressof(license_), 0, 0, 0, 0, 0,
+                       b"vantio_probe", 0, attach_type)
+    return _sys_bpf(_PROG_LOAD, attr)
+
+
+def probe_map(map_type: int, key_size: int, value_size: int, max_entries: int,
+              flags: int = 0) -> int:
+    """0 when the kernel creates a map of this type; else the negative errno."""
+    return _sys_bpf(_MAP_CREATE, struct.pack("<IIIII", map_type, key_size, value_size,
+                                             max_entries, flags))
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program (struct bpf_prog_info); counted only while the
+    sysctl kernel.bpf_stats_enabled is 1."""
+    info = ct.create_string_buffer(256)
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(prog_fd, info, ct.byref(size)), "program info")
+    return (int.from_bytes(info.raw[192:200], "little"),
+            int.from_bytes(info.raw[200:208], "little"))
+
+
+def map_max_entries(map_fd: int) -> int:
+    """max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries)."""
+    info = ct.create_string_buffer(80)
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(map_fd, info, ct.byref(size)), "map info")
+    return int.from_bytes(info.raw[16:20], "little")
+
+
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
+_BUSY: Final = 1 << 31
+_DISCARD: Final = 1 << 30
+_HEADER: Final = 8  # struct bpf_ringbuf_hdr: len (with the busy and discard bits), pg_off
+
+
+class RingReader:
+    """A BPF ring buffer read through its own mmap, consumed only when the caller says so.
+
+    libbpf (and bcc's poll on top of it) moves the consumer position past each
+    record as soon as its callback returns; here ``release`` moves it, after
+    the records are safely elsewhere (the ledger), so records a killed reader
+    held are read again by the next one from the pinned map. No epoll: the
+    programs submit without wake-ups and the reader polls on a timer. Plain
+    loads suffice for the positions and headers on x86-64 (loads are not
+    reordered with loads; the kernel publishes with release stores).
+    """
+
+    def __init__(self, map_fd: int) -> None:
+        size = map_max_entries(map_fd)
+        page = mmap.PAGESIZE
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        # The producer page, then the data pages mapped twice: a record that wraps
+        # around the end reads as one contiguous slice.
+        self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=page)
+        self._page, self._mask, self.size = page, size - 1, size
+
+    @property
+    def consumed(self) -> int:
+        return int(_U64.unpack_from(self._cons, 0)[0])
+
+    def pending(self) -> int:
+        """Bytes submitted (or being written) and not yet released."""
+        return int(_U64.unpack_from(self._data, 0)[0]) - self.consumed
+
+    def read(self, max_records: int) -> tuple[list[bytes], int]:
+        """Up to ``max_records`` whole records after the consumer position, and the
+        position after them (to ``release`` once they are safe)."""
+        data, base, mask = self._data, self._page, self._mask
+        pos = self.consumed
+        end = _U64.unpack_from(data, 0)[0]
+        out: list[bytes] = []
+        while pos < end and len(out) < max_records:
+            at = base + (pos & mask)
+            hdr = _U32.unpack_from(data, at)[0]
+            if hdr & _BUSY:
+                break  # reserved, not yet submitted
+            length = hdr & ~(_BUSY | _DISCARD)
+            if not hdr & _DISCARD:
+                out.append(data[at + _HEADER:at + _HEADER + length])
+            pos += (length + _HEADER + 7) & ~7
+        return out, pos
+
+    def release(self, pos: int) -> None:
+        _U64.pack_into(self._cons, 0, pos)
+
+    def close(self) -> None:
+        self._cons.close()
+        self._data.close()
 
 
 class Program:
@@ -153,16 +282,6 @@ class Program:
 
     def map_fd(self, name: str) -> int:
         return int(self._bpf[name.encode()].get_fd())
-
-    def open_ring_buffer(self, name: str, callback: Callable[[bytes], None]) -> None:
-        def raw(_ctx: Any, data: Any, size: int) -> int:
-            callback(ct.string_at(data, size))
-            return 0
-
-        self._bpf[name.encode()].open_ring_buffer(raw)
-
-    def poll(self, timeout_ms: int) -> None:
-        self._bpf.ring_buffer_poll(timeout_ms)
 
     def close(self) -> None:
         self._bpf.cleanup()

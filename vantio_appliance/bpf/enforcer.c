@@ -1,10 +1,16 @@
 // vantio enforcer: egress decisions for agent cgroups, every decision recorded.
 //
 // Compiled by bcc at enforcer start. Built-in constants (-D): AGENT_LEVEL (cgroup
-// level of agent cgroups: the slice's level + 1), RINGBUF_PAGES, MAX_RANGES.
+// level of agent cgroups: the slice's level + 1), RINGBUF_PAGES, MAX_RANGES, PIN_DIR
+// (a string: the bpffs directory of the pins).
 // The policy lives in maps keyed by a generation number: a reload writes the new
 // generation's entries, then flips `config[0]`, then deletes the old ones, so
 // there is no moment without a policy.
+// What must outlive a daemon is pinned by bcc itself and reused by the next one:
+// the ring buffer (events not yet in the ledger; the daemon moves the consumer
+// position only once the ledger has acknowledged them), the loss counters, the
+// quarantined agents, and `recorded` (user space only: what is already in the
+// ledger, so that a new daemon reports the losses its predecessor did not).
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/in6.h>
@@ -35,11 +41,11 @@ struct rules { u32 n; u32 pad; struct port_range r[MAX_RANGES]; };
 struct lpm4 { u32 prefixlen; u32 gen; u32 agent; u32 addr; };
 struct lpm6 { u32 prefixlen; u32 gen; u32 agent; u32 addr[4]; };
 
+// 64 bytes: one cache line, and only what the records carry (the ledger stamps time).
+// The ring buffer is pinned and outlives the daemon: a change to this layout must
+// also rename its pin (map_events), or a new daemon would misread old records.
 struct event {
-    u64 ts_ns;
     u64 cgid;
-    u64 agent_cgid;
-    u64 bytes;
     u32 pid, tgid, uid, gid;
     u32 addr[4];
     u16 port;
@@ -54,18 +60,45 @@ struct exec_event {
     char path[128];
 };
 
-BPF_ARRAY(config, u32, 1);                                 // [0] = live generation
+// [0] = live generation; [1] = 1 while any agent is quarantined (else egress and
+// connects skip the quarantine lookup: the common case costs one array read)
+BPF_ARRAY(config, u32, 2);
 BPF_HASH(agents, struct agent_key, struct agent_val, 4096);
-BPF_HASH(quarantined, u64, u64, 4096);                     // agent cgroup id -> bytes severed
 BPF_F_TABLE("lpm_trie", struct lpm4, struct rules, rules4, 65536, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct lpm6, struct rules, rules6, 65536, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(lost, u64, N_STAGES * 2);                 // [stage * 2 + enforce]
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_TABLE_PINNED("hash", u64, u64, quarantined, 4096, PIN_DIR "/map_quarantined");
+BPF_TABLE_PINNED("percpu_array", u32, u64, lost, N_STAGES * 2, PIN_DIR "/map_lost");
+// [stage * 2 + enforce]: kernel losses in the ledger; then per action (permit, block,
+// quarantine) the daemon's losses, then those of them in the ledger; then the
+// CLOCK_REALTIME of the last gap report (where the next gap's window starts).
+BPF_TABLE_PINNED("array", u32, u64, recorded, N_STAGES * 2 + 7, PIN_DIR "/map_recorded");
+
+// BPF_RINGBUF_OUTPUT, pinned (bcc has no pinned form of it).
+struct events_table_t {
+    int key;
+    u32 leaf;
+    int (*ringbuf_output)(void *, u64, u64);
+    void *(*ringbuf_reserve)(u64);
+    void (*ringbuf_submit)(void *, u64);
+    void (*ringbuf_discard)(void *, u64);
+    u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" PIN_DIR "/map_events")))
+struct events_table_t events = {.max_entries = RINGBUF_PAGES * PAGE_SIZE};
+
+// The daemon polls on a timer, so no submit pays for waking it up.
+#define NO_WAKEUP 1  // BPF_RB_NO_WAKEUP
 
 static __always_inline u32 live_gen(void) {
     u32 zero = 0;
     u32 *g = config.lookup(&zero);
     return g ? *g : 0;
+}
+
+static __always_inline int any_quarantined(void) {
+    u32 one = 1;
+    u32 *q = config.lookup(&one);
+    return q && *q;
 }
 
 static __always_inline void count_lost(u32 stage, u32 enforce) {
@@ -129,7 +162,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
         rs = rules4.lookup(&k4);
     }
     u8 action = PERMIT;
-    u64 *q = quarantined.lookup(&agent_cgid);
+    u64 *q = any_quarantined() ? quarantined.lookup(&agent_cgid) : 0;
     if (q)
         action = QUARANTINE;
     else if (!ports_allow(rs, port, proto))
@@ -139,6 +172,8 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
     else if (action == QUARANTINE && !q) {
         u64 zero = 0;
         quarantined.insert(&agent_cgid, &zero);  // egress is severed from this moment
+        u32 one = 1;
+        config.update(&one, &one);
     }
 
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
@@ -146,10 +181,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
         count_lost(stage, enforce);
         return enforce ? 0 : 1;  // no unrecorded permit in enforce mode
     }
-    e->ts_ns = bpf_ktime_get_ns();
     e->cgid = bpf_get_current_cgroup_id();
-    e->agent_cgid = agent_cgid;
-    e->bytes = 0;
     u64 pt = bpf_get_current_pid_tgid();
     e->pid = (u32)pt;
     e->tgid = pt >> 32;
@@ -165,7 +197,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
     e->family = v6 ? 6 : 4;
     e->pad = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, NO_WAKEUP);
     if (!enforce)
         return 1;
     return action == PERMIT ? 1 : 0;
@@ -178,6 +210,8 @@ int sendmsg6(struct bpf_sock_addr *ctx) { return decide(ctx, STAGE_SENDMSG6, 1);
 
 // Quarantined agents: every egress packet is dropped and its bytes counted.
 int egress(struct __sk_buff *skb) {
+    if (!any_quarantined())
+        return 1;
     u64 agent_cgid = bpf_skb_ancestor_cgroup_id(skb, AGENT_LEVEL);
     u64 *severed = quarantined.lookup(&agent_cgid);
     if (!severed)
@@ -199,9 +233,7 @@ int on_exec(struct tracepoint__sched__sched_process_exec *args) {
         return 0;
     }
     __builtin_memset(e, 0, sizeof(*e));
-    e->h.ts_ns = bpf_ktime_get_ns();
     e->h.cgid = bpf_get_current_cgroup_id();
-    e->h.agent_cgid = agent_cgid;
     u64 pt = bpf_get_current_pid_tgid();
     e->h.pid = (u32)pt;
     e->h.tgid = pt >> 32;
@@ -215,6 +247,6 @@ int on_exec(struct tracepoint__sched__sched_process_exec *args) {
 #ifndef NO_KERNEL_READ
     TP_DATA_LOC_READ_STR(e->path, filename, sizeof(e->path));
 #endif
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, NO_WAKEUP);
     return 0;
 }
