@@ -141,7 +141,7 @@ class GroupCommitter:
     def _idle(self) -> None:
         """While the writing thread is idle: cover the last commits, seal an old segment."""
         if self._storing is None and not self._pending:
-            self.ledger.flush()
+            self.ledger.publish_if_due()  # the file's own thread renames: the loop goes on
             if self.ledger.rotation_due():
                 self._rotate()
         wait = PUBLISH_INTERVAL_S if self.ledger.unpublished else IDLE_TICK_S
