@@ -1,35 +1,35 @@
-"""Group commit: many callers, one writer thread, one fdatasync per group.
+"""Group commit on an event loop: many callers, one fdatasync per group.
 
-Callers get a Future that resolves only once their records are durable. Under
-load the queue grows while a commit runs and the next commit takes all of it
-(up to ``max_batch`` records), so throughput rises with concurrency while each
-caller still waits for one fdatasync. A caller's records are never split
-across groups: a batch request is committed whole or not at all. The queue is
-bounded: when it is full, ``submit`` refuses at once (the ingest API answers
-429) instead of growing.
+Callers get a future that resolves only once their records are durable. While
+one group is being written, the requests that arrive queue up, and the next
+group takes all of them (up to ``max_batch`` records): throughput rises with
+concurrency while each caller still waits for one fdatasync. A caller's
+records are never split across groups: a batch request is committed whole or
+not at all. The queue is bounded: when it is full, ``enqueue`` refuses at once
+(the ingest API answers 429) instead of growing.
 
-An event loop caller passes its own asyncio futures and a ``settle`` hook: the
-committer then hands each group's outcomes to the loop in one call, instead of
-waking the loop once per caller (one cross-thread wake-up per group commit).
+Why the loop: the work of a group that needs the interpreter (encoding,
+hashing, receipts, the tree, the answers) runs on the event loop's thread, and
+only the write and its fdatasync run in a thread of their own, which waits on
+the disk without the GIL. A committer thread doing the Python work as well
+would contend with the loop for the GIL on every group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from typing import Final, TypeAlias
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Final
 
-from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Submission
+from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Staged, Submission
 
 IDLE_TICK_S: Final = 1.0  # how often an idle committer checks rotation by age
 
-Waiter: TypeAlias = "Future[list[Ack]] | asyncio.Future[list[Ack]]"
-Outcome: TypeAlias = "list[Ack] | BaseException"
-Entry = tuple[Sequence[Submission], Waiter]
-#: receives a group's waiters with their outcomes, in the committer thread
-Settle = Callable[[list[tuple[Waiter, Outcome]]], None]
+log = logging.getLogger(__name__)
+
+Entry = tuple[Sequence[Submission], "asyncio.Future[list[Ack]]"]
 
 
 class Busy(RuntimeError):
@@ -37,97 +37,143 @@ class Busy(RuntimeError):
 
 
 class GroupCommitter:
-    def __init__(self, ledger: Ledger, *, max_batch: int = 1024, max_pending: int = 65536,
-                 on_commit: Callable[[list[Ack]], None] | None = None,
-                 settle: Settle | None = None) -> None:
-        self.ledger = ledger
-        self.settle: Settle = settle or settle_here
+    """Commits for callers on ``loop``; every method but ``close`` runs on the loop."""
+
+    def __init__(self, ledger: Ledger, loop: asyncio.AbstractEventLoop, *,
+                 max_batch: int = 1024, max_pending: int = 65536,
+                 on_commit: Callable[[list[Ack]], None] | None = None) -> None:
+        self.ledger, self.loop = ledger, loop
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.on_commit = on_commit
+        self.commits = 0
         self._pending: list[Entry] = []
         self._depth = 0  # records waiting
-        self._cv = threading.Condition()
+        #: what the writing thread is doing: a group, or (no group) a seal or rotation
+        self._storing: tuple[list[Entry], Staged | None, Future[None]] | None = None
+        self._scheduled = False  # a call of _next is due on the loop
         self._closing = False
-        self.commits = 0
-        self._thread = threading.Thread(target=self._run, name="vantio-commit", daemon=True)
-        self._thread.start()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="vantio-commit")
+        self._tick = loop.call_soon(self._idle)
 
-    def submit(self, subs: Sequence[Submission]) -> Future[list[Ack]]:
-        """Queue ``subs`` to be committed together; the Future gives their Acks in order."""
-        fut: Future[list[Ack]] = Future()
-        self.enqueue(subs, fut)
-        return fut
-
-    def enqueue(self, subs: Sequence[Submission], fut: Waiter) -> None:
-        """As ``submit``, with the caller's own future (``settle`` must be able to resolve it)."""
-        with self._cv:
-            if self._closing:
-                raise Busy("the ledger is shutting down")
-            if self._depth + len(subs) > self.max_pending:
-                raise Busy(f"{self._depth} records are waiting to be committed")
-            self._pending.append((subs, fut))
-            self._depth += len(subs)
-            self._cv.notify()
+    def enqueue(self, subs: Sequence[Submission], fut: asyncio.Future[list[Ack]]) -> None:
+        """Queue ``subs`` to be committed together; ``fut`` gets their Acks in order."""
+        if self._closing:
+            raise Busy("the ledger is shutting down")
+        if self._depth + len(subs) > self.max_pending:
+            raise Busy(f"{self._depth} records are waiting to be committed")
+        self._pending.append((subs, fut))
+        self._depth += len(subs)
+        if self._storing is None and not self._scheduled:
+            # soon, not now: the requests of this loop iteration join the same group
+            self._scheduled = True
+            self.loop.call_soon(self._next)
 
     @property
     def depth(self) -> int:
         """Records queued and not yet committed."""
         return self._depth
 
-    def _take(self) -> list[Entry] | None:
-        with self._cv:
-            while not self._pending and not self._closing:
-                wait = PUBLISH_INTERVAL_S if self.ledger.unpublished else IDLE_TICK_S
-                if not self._cv.wait(wait):
-                    return []
-            if not self._pending:
-                return None
-            n, count = 0, 0
-            while n < len(self._pending) and (n == 0 or count + len(self._pending[n][0])
-                                              <= self.max_batch):
-                count += len(self._pending[n][0])
-                n += 1
-            group, self._pending = self._pending[:n], self._pending[n:]
-            self._depth -= count
-            return group
+    def _take(self) -> list[Entry]:
+        n, count = 0, 0
+        while n < len(self._pending) and (n == 0 or count + len(self._pending[n][0])
+                                          <= self.max_batch):
+            count += len(self._pending[n][0])
+            n += 1
+        group, self._pending = self._pending[:n], self._pending[n:]
+        self._depth -= count
+        return group
 
-    def _run(self) -> None:
-        while (group := self._take()) is not None:
-            if not group:  # idle: cover the last commits, seal if the segment is old
-                self.ledger.flush()
-                self.ledger.rotate_if_due()
-                continue
+    def _next(self) -> None:
+        """Stage the next group and hand it to the writing thread."""
+        self._scheduled = False
+        while self._storing is None and (group := self._take()):
             try:
-                acks = self.ledger.write([sub for subs, _ in group for sub in subs])
+                staged = self.ledger.stage([sub for subs, _ in group for sub in subs])
             except Exception as exc:  # every caller of the group learns why, none is acked
-                self.settle([(fut, exc) for _, fut in group])
+                _fail(group, exc)
                 continue
-            self.commits += 1
-            if self.on_commit is not None:
-                self.on_commit(acks)
-            outcomes: list[tuple[Waiter, Outcome]] = []
-            start = 0
-            for subs, fut in group:
-                outcomes.append((fut, acks[start:start + len(subs)]))
-                start += len(subs)
-            self.settle(outcomes)
-            self.ledger.upkeep()  # after the answers: they wait for nothing but the fdatasync
+            done = self._io.submit(self.ledger.store, staged)
+            self._storing = (group, staged, done)
+            done.add_done_callback(self._wake)
+
+    def _wake(self, done: Future[None]) -> None:
+        """In the writing thread: one wake-up of the loop per group."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._stored, done)
+
+    def _stored(self, done: Future[None]) -> None:
+        if self._storing is None or self._storing[2] is not done:
+            return  # close() finished this group already
+        rotated = self._storing[1] is None
+        self._settle()
+        if self._closing:
+            return
+        if not rotated and self.ledger.rotation_due():
+            self._rotate()
+            return
+        self.ledger.publish_if_due()  # after the answers: they wait only for the fdatasync
+        self._next()
+
+    def _rotate(self) -> None:
+        """A seal or epoch rotation, in the writing thread: it waits on the disk too."""
+        done = self._io.submit(self.ledger.rotate_if_due)
+        self._storing = ([], None, done)
+        done.add_done_callback(self._wake)
+
+    def _settle(self) -> None:
+        """Finish the stored group and answer its callers."""
+        assert self._storing is not None
+        group, staged, done = self._storing
+        self._storing = None
+        exc = done.exception()
+        if exc is not None:
+            _fail(group, exc)
+            return
+        if staged is None:  # a rotation (its failures are logged by the ledger)
+            return
+        acks = self.ledger.finish(staged)
+        self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(acks)
+        _answer(group, acks)
+
+    def _idle(self) -> None:
+        """While the writing thread is idle: cover the last commits, seal an old segment."""
+        if self._storing is None and not self._pending:
+            self.ledger.publish_if_due()  # the file's own thread renames: the loop goes on
+            if self.ledger.rotation_due():
+                self._rotate()
+        wait = PUBLISH_INTERVAL_S if self.ledger.unpublished else IDLE_TICK_S
+        self._tick = self.loop.call_later(wait, self._idle)
 
     def close(self) -> None:
-        """Commit everything already submitted, then stop."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify()
-        self._thread.join()
+        """Commit everything already accepted, then stop. Called once the loop no longer
+        runs (the server has stopped), in the loop's thread."""
+        self._closing = True
+        self._tick.cancel()
+        if self._storing is not None:
+            self._storing[2].exception()  # wait for the write under way
+            self._settle()
+        self._io.shutdown()
+        while group := self._take():
+            try:
+                _answer(group, self.ledger.write([sub for subs, _ in group for sub in subs]))
+            except Exception as exc:
+                log.error("%d records not committed at shutdown: %s",
+                          sum(len(subs) for subs, _ in group), exc)
+                _fail(group, exc)
 
 
-def settle_here(outcomes: list[tuple[Waiter, Outcome]]) -> None:
-    """Resolve the waiters in the calling thread (right for concurrent Futures)."""
-    for fut, outcome in outcomes:
-        if fut.cancelled():
-            continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
+def _answer(group: list[Entry], acks: list[Ack]) -> None:
+    start = 0
+    for subs, fut in group:
+        if not fut.done() and not fut.get_loop().is_closed():  # done: cancelled (gone)
+            fut.set_result(acks[start:start + len(subs)])
+        start += len(subs)
+
+
+def _fail(group: list[Entry], exc: BaseException) -> None:
+    for _, fut in group:
+        if not fut.done() and not fut.get_loop().is_closed():
+            fut.set_exception(exc)

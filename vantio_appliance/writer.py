@@ -124,6 +124,14 @@ class Ack(msgspec.Struct, frozen=True, gc=False):
     time: Time
 
 
+class Staged(msgspec.Struct, frozen=True, gc=False):
+    """A group encoded, hashed and receipted, not yet written (``Ledger.stage``)."""
+
+    data: bytes
+    leaves: list[bytes]
+    acks: list[Ack]
+
+
 def _time(error_ns: int) -> Time:
     mono, real = osutil.now()
     return Time(mono_ns=mono, real_ns=real, earliest_ns=real - error_ns,
@@ -380,15 +388,16 @@ class Ledger:
         return acks
 
     def upkeep(self) -> None:
-        """Publish the checkpoint when PUBLISH_INTERVAL_S has passed, seal or rotate when due.
+        """``publish_if_due``, then ``rotate_if_due``. Apart from ``write`` so that a
+        group's callers can be answered first: acknowledgements need only the fdatasync."""
+        self.publish_if_due()
+        self.rotate_if_due()
 
-        Apart from ``write`` so that a group's callers can be answered first: replacing
-        the checkpoint file costs about a millisecond, and acknowledgements need only
-        the fdatasync. Never raises for a failed write: the records are durable already.
-        """
+    def publish_if_due(self) -> None:
+        """Publish the checkpoint when a commit is not covered by the file and
+        PUBLISH_INTERVAL_S has passed since the last time."""
         if self.unpublished:
             self._publish(now=False)
-        self.rotate_if_due()
 
     def write(self, batch: Sequence[Submission]) -> list[Ack]:
         """Commit ``batch`` as one group: durable when this returns. ``upkeep`` follows.
@@ -397,6 +406,17 @@ class Ledger:
         record of the batch is acknowledged, and the next call repairs the
         tail before it writes.
         """
+        staged = self.stage(batch)
+        self.store(staged)
+        return self.finish(staged)
+
+    # The three steps of ``write``, apart so that a service can run ``store``, the one that
+    # waits on the disk, in a thread of its own and the rest on its event loop. Between
+    # ``stage`` and ``finish`` nothing else may touch the ledger.
+
+    def stage(self, batch: Sequence[Submission]) -> Staged:
+        """The group's record lines, leaf hashes and acknowledgements (CPU only, unless a
+        failed write is to be repaired first)."""
         self._repair()
         t = _time(osutil.clock_error_ns())  # the group is accepted at one moment
         events = []
@@ -413,9 +433,17 @@ class Ledger:
         data = encode_lines(events)
         sha = hashlib.sha256
         leaves = [sha(b"\x00" + line).digest() for line in data.split(b"\n")[:-1]]
-        self._write_commit(data, leaves)
-        return [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
-                for e, leaf in zip(events, leaves, strict=True)]
+        return Staged(data, leaves, [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
+                                     for e, leaf in zip(events, leaves, strict=True)])
+
+    def store(self, staged: Staged) -> None:
+        """Write the group and fdatasync it (raises LedgerUnavailable as ``write``)."""
+        self._write_durable(staged.data)
+
+    def finish(self, staged: Staged) -> list[Ack]:
+        """After ``store``: extend the tree, tell the observer; the group's acknowledgements."""
+        self._extend(staged.data, staged.leaves)
+        return staged.acks
 
     def anchor(self, direction: str, size: int, root: bytes, *, manifest: str | None = None,
                evidence: list[str] | None = None) -> int:
@@ -447,6 +475,11 @@ class Ledger:
         record (after torn bytes); the offset moves only once the write is durable.
         """
         self._write_durable(lead + data)
+        self._extend(data, leaves, lead, at)
+
+    def _extend(self, data: bytes, leaves: list[bytes], lead: bytes = b"",
+                at: int | None = None) -> None:
+        """After a durable write: the tree, the offset, the observer."""
         self._tree.extend(leaves)
         start = (self._offset if at is None else at) + len(lead)
         self._offset = start + len(data)
@@ -627,19 +660,27 @@ class Ledger:
 
     # -- segments --------------------------------------------------------------
 
-    def rotate_if_due(self) -> None:
-        """Seal the active segment when it is too large or too old (which begins a new
-        epoch), or begin a new epoch when the current one is too old or a crash cut off
-        the rotation that follows a seal. A failed write is logged, not raised: the
-        caller's records are durable, and the next call tries again."""
+    def rotation_due(self) -> str | None:
+        """"seal" when the active segment is too large or too old, "epoch" when the
+        current epoch is too old or a crash cut off the rotation that follows a seal."""
         now = time.time_ns()
         assert self._epochs is not None
         cur = self._epochs[0]
+        if (self._offset >= self.segment_bytes
+                or now - self._segment_start_ns >= self.segment_age_ns):
+            return "seal"
+        if now - cur.started_ns >= self.epoch_age_ns or cur.seq < self._active_first:
+            return "epoch"
+        return None
+
+    def rotate_if_due(self) -> None:
+        """Seal the active segment (which begins a new epoch) or begin a new epoch, as
+        ``rotation_due`` says. A failed write is logged, not raised: the caller's records
+        are durable, and the next call tries again."""
         try:
-            if (self._offset >= self.segment_bytes
-                    or now - self._segment_start_ns >= self.segment_age_ns):
+            if (due := self.rotation_due()) == "seal":
                 self.seal()
-            elif now - cur.started_ns >= self.epoch_age_ns or cur.seq < self._active_first:
+            elif due == "epoch":
                 self.rotate_epoch()
         except LedgerUnavailable as exc:
             log.warning("sealing or epoch rotation postponed: %s", exc)

@@ -253,12 +253,18 @@ def ledger_lines(root: Path) -> dict[int, bytes]:
 
 
 def all_files_bytes(root: Path) -> bytes:
+    """Every regular file's bytes under ``root``, read while the service may run: a file
+    that vanishes between the listing and the read (the checkpoint's temporary file,
+    renamed over the checkpoint) is skipped; its bytes are in the file it became."""
     out = bytearray()
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             path = Path(dirpath, name)
-            if not path.is_symlink() and stat.S_ISREG(path.lstat().st_mode):
-                out += path.read_bytes()
+            try:
+                if not path.is_symlink() and stat.S_ISREG(path.lstat().st_mode):
+                    out += path.read_bytes()
+            except FileNotFoundError:
+                continue
     return bytes(out)
 
 
