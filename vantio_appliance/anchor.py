@@ -216,7 +216,9 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         start = since if since is not None else (last[1].size if last else 0)
         if not 0 <= start <= cp.size:
             raise AnchorError(f"--since {start} is not a tree size in 0..{cp.size}")
-        names = layout.segment_names()
+        # segments an expire cut short of deleting are behind the edge: not copied
+        names = [n for n in layout.segment_names()
+                 if segment_first_seq(n) >= tree_scan.tree.first]
         copied = [n for i, n in enumerate(names[:-1])
                   if segment_first_seq(names[i + 1]) > start] if custodial else []
         final = media / bundle.bundle_name(cp.size)
