@@ -71,27 +71,40 @@ def verify_script() -> bytes:
 
 
 def scan(layout: Layout, size: int, root: bytes) -> Scan:
-    """The tree and epoch records of the first ``size`` records, checked against ``root``."""
+    """The tree and epoch records of the first ``size`` records, checked against ``root``.
+    After an expire the tree starts from the expired records' edge, and the expired
+    epoch records come from ``warm/expired.epochs``."""
     leaves: list[bytes] = []
-    epochs: list[tuple[int, int, bytes]] = []
     starts: dict[str, int] = {}
     sha = hashlib.sha256
-    for ln in reader.lines(layout, size):
+    try:
+        edge, kept = reader.kept(layout, size)
+        expired = layout.expired_epochs.read_bytes() if edge.size else b""
+    except (OSError, reader.ReadError) as exc:
+        raise AnchorError(f"cannot read the expired records' edge: {exc}") from None
+    epochs = [e for line in expired.split(b"\n")[:-1] if (e := _epoch(line, None))]
+    for ln in kept:
         starts.setdefault(ln.segment, ln.seq)
         leaves.append(sha(b"\x00" + ln.data).digest())
-        if b'"kind":"epoch"' in ln.data:
-            try:
-                rec = decode(ln.data)
-            except CanonicalError:
-                continue
-            if isinstance(rec, dict) and rec.get("kind") == "epoch":
-                epochs.append((int(rec["epoch"]), ln.seq, ln.data))
-    tree = merkle.Tree()
+        if b'"kind":"epoch"' in ln.data and (e := _epoch(ln.data, ln.seq)):
+            epochs.append(e)
+    tree = merkle.Tree(start=edge)
     tree.extend(leaves)  # level by level: much faster than a leaf at a time
     if tree.size != size or tree.root() != root:
         raise AnchorError(f"the records do not match the checkpoint (size {size}); run vantio "
                           "ledger verify before exporting")
     return Scan(tree, epochs, starts)
+
+
+def _epoch(line: bytes, seq: int | None) -> tuple[int, int, bytes] | None:
+    """(n, seq, line) of an epoch record; None for any other line."""
+    try:
+        rec = decode(line)
+    except CanonicalError:
+        return None
+    if not isinstance(rec, dict) or rec.get("kind") != "epoch":
+        return None
+    return int(rec["epoch"]), int(rec["seq"]) if seq is None else seq, line
 
 
 def last_export(layout: Layout, identity: note.Verifier) -> tuple[bytes, cpmod.Checkpoint] | None:
@@ -192,6 +205,10 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         if last is not None and cp.size < last[1].size:  # no tree needed to see a rollback
             raise AnchorRefused(str(refusal(last[1], cp, None)))
         tree_scan = scan(layout, cp.size, cp.root)
+        if last is not None and last[1].size < tree_scan.tree.first:
+            raise AnchorError(f"the last export (size {last[1].size}) lies before the first "
+                              f"kept record (seq {tree_scan.tree.first}): the records between "
+                              "expired, so no consistency proof from it can be made")
         if last is not None:
             why = refusal(last[1], cp, tree_scan.tree.root(last[1].size))
             if why:
@@ -199,7 +216,9 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
         start = since if since is not None else (last[1].size if last else 0)
         if not 0 <= start <= cp.size:
             raise AnchorError(f"--since {start} is not a tree size in 0..{cp.size}")
-        names = layout.segment_names()
+        # segments an expire cut short of deleting are behind the edge: not copied
+        names = [n for n in layout.segment_names()
+                 if segment_first_seq(n) >= tree_scan.tree.first]
         copied = [n for i, n in enumerate(names[:-1])
                   if segment_first_seq(names[i + 1]) > start] if custodial else []
         final = media / bundle.bundle_name(cp.size)
@@ -231,12 +250,20 @@ def export(root: Path, media: Path, *, custodial: bool = False, since: int | Non
 def write_signed(out: BundleWriter, layout: Layout, signed: bytes, size: int,
                  tree_scan: Scan) -> None:
     """What every bundle holds to check its checkpoint: the checkpoint, the epoch records
-    with their inclusion in it, and the log's verifier keys."""
+    with their inclusion in it, and the log's verifier keys. After an expire, the expired
+    epoch records have no inclusion proof (their leaves are gone): the bundle holds the
+    edge of the expired records instead, with its consistency with the checkpoint."""
+    tree = tree_scan.tree
     out.write(bundle.CHECKPOINT, signed)
     out.write(bundle.EPOCHS, b"".join(line + b"\n" for _, _, line in tree_scan.epochs))
     for n, seq, _ in tree_scan.epochs:
-        out.write(bundle.epoch_proof_name(n), cpmod.format_inclusion(
-            seq, tree_scan.tree.inclusion_proof(seq, size), signed))
+        if seq >= tree.first:
+            out.write(bundle.epoch_proof_name(n), cpmod.format_inclusion(
+                seq, tree.inclusion_proof(seq, size), signed))
+    if tree.first:
+        out.write(bundle.EXPIRED, bundle.format_compact_range(tree.compact_range(tree.first)))
+        out.write(bundle.EXPIRED_CONSISTENCY, cpmod.format_consistency(
+            tree.first, size, tree.consistency_proof(tree.first, size)))
     out.write(bundle.LOG_VKEY, layout.vkey.read_bytes())
     out.write(bundle.EPOCH0_VKEY, layout.epoch0_vkey.read_bytes())
 

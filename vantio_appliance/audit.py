@@ -184,6 +184,7 @@ def check_epochs(b: BundleFiles, chain: EpochChain, signed: bytes | None,
         why = f"no {bundle.EPOCHS} file" if data is None else "no readable checkpoint"
         return Check("epochs", FAILED, why, [why])
     findings: list[str] = []
+    expired = _expired(b, cp, findings)
     lines = data.split(b"\n")
     if lines[-1] != b"":
         findings.append(f"{bundle.EPOCHS} does not end with a newline")
@@ -203,6 +204,8 @@ def check_epochs(b: BundleFiles, chain: EpochChain, signed: bytes | None,
             findings.append(str(exc))
             break
         proof_data = b.read(bundle.epoch_proof_name(n))
+        if proof_data is None and rec.seq < expired:
+            continue  # an expired record: its leaf is gone, its signature chain holds it
         try:
             if proof_data is None:
                 raise merkle.ProofError(f"no {bundle.epoch_proof_name(n)}")
@@ -227,6 +230,27 @@ def check_epochs(b: BundleFiles, chain: EpochChain, signed: bytes | None,
         return Check("epochs", FAILED, findings[0], findings)
     return Check("epochs", OK, f"{len(chain.epochs)} epochs (0..{chain.epochs[-1].n}), each "
                  "signed by the previous one's key and committed to the exported tree")
+
+
+def _expired(b: BundleFiles, cp: cpmod.Checkpoint, findings: list[str]) -> int:
+    """How many records expired before the exported tree's kept ones (0 when none): the
+    ``expired`` edge, checked consistent with the checkpoint."""
+    data, proof = b.read(bundle.EXPIRED), b.read(bundle.EXPIRED_CONSISTENCY)
+    if data is None:
+        return 0
+    try:
+        edge = bundle.parse_compact_range(data)
+        if proof is None:
+            raise merkle.ProofError(f"no {bundle.EXPIRED_CONSISTENCY}")
+        old, new, path = cpmod.parse_consistency(proof)
+        if (old, new) != (edge.size, cp.size):
+            raise merkle.ProofError(f"{bundle.EXPIRED_CONSISTENCY} is for sizes {old}->{new}")
+        merkle.verify_consistency(old, new, edge.root(), cp.root, path)
+    except (bundle.BundleFormatError, cpmod.FormatError, merkle.ProofError) as exc:
+        findings.append(f"{bundle.EXPIRED}: the expired records' edge does not lead to the "
+                        f"exported tree: {exc}")
+        return 0
+    return edge.size
 
 
 def check_checkpoint(chain: EpochChain, signed: bytes | None) -> Check:

@@ -28,6 +28,9 @@ EPOCH0_VKEY: Final = "keys/epoch0.vkey"
 SEGMENTS: Final = "segments"
 EDGE: Final = "segments/edge"
 SEGMENTS_CONSISTENCY: Final = "segments/consistency"
+#: after an expire: the tree's edge before the first kept record, and its consistency proof
+EXPIRED: Final = "expired"
+EXPIRED_CONSISTENCY: Final = "expired.consistency"
 VERIFY_SCRIPT: Final = "verify.py"
 README: Final = "README.txt"
 #: added on the anchor station after export: outside the manifest

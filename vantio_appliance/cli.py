@@ -615,9 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 
     p = _command(top, "verify", cmd_verify_bundle,
-                 "verify an anchor bundle with public keys only: exit 0 verified, 1 it does "
-                 "not verify, 2 unreadable", ledger_dir=False)
-    p.add_argument("bundle", type=Path, help="the bundle directory (vantio-anchor-SIZE)")
+                 "verify an anchor bundle (vantio anchor export) or a regulator bundle "
+                 "(vantio export) with public keys only: exit 0 verified, 1 it does not "
+                 "verify, 2 unreadable", ledger_dir=False)
+    p.add_argument("bundle", type=Path, help="the bundle directory (vantio-anchor-SIZE, or "
+                   "the --out directory of vantio export)")
     p.add_argument("--trusted-keys", required=True, metavar="FILE",
                    help="verifier keys, one a line: the log's identity and epoch-0 keys, "
                    "witness keys")

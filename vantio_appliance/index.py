@@ -2,12 +2,16 @@
 
 The service keeps the whole tree (64 bytes a record) and each record's place
 in its segment, fed by the writer after every durable write, so that a read
-costs one pread and O(log n) hashes instead of a scan of the ledger.
+costs one pread and O(log n) hashes instead of a scan of the ledger. Records in
+warm storage are read by decompressing their segment up to them (old records,
+seldom asked for). After an expire the tree starts from the expired records'
+edge (``merkle.Tree`` with a start) and holds the kept records only.
 """
 
 from __future__ import annotations
 
 import bisect
+import gzip
 import hashlib
 import itertools
 import os
@@ -47,7 +51,9 @@ class Index:
     def load(self) -> None:
         """Index what is on disk; call before the writer starts observing."""
         sha = hashlib.sha256
-        for line in reader.lines(self.layout):
+        edge, kept = reader.kept(self.layout, None)
+        self._tree = merkle.Tree(start=edge)
+        for line in kept:
             self._add(line.segment, line.offset, line.data, sha(b"\x00" + line.data).digest())
 
     def observe(self, segment: str, offset: int, data: bytes, leaves: list[bytes]) -> None:
@@ -83,6 +89,7 @@ class Index:
             return self._tree.size, self._tree.root()
 
     def find(self, trace_id: str) -> Found | None:
+        """The record and its proof; None if there is none (or it expired since loading)."""
         with self._lock:
             seq = self._seq.get(trace_id)
             if seq is None:
@@ -91,11 +98,24 @@ class Index:
             path = self._tree.inclusion_proof(seq, size)
             _, segment = self._segments[bisect.bisect_right(self._segments, (seq, "\uffff"))
                                              - 1]
-            offset = self._offsets[seq]
-        return Found(self._read_line(segment, offset), seq, size, root, path)
+            offset = self._offsets[seq - self._tree.first]
+        try:
+            line = self._read_line(segment, offset)
+        except FileNotFoundError:  # deleted by an expire while the service runs
+            if seq >= reader.expired_edge(self.layout).size:
+                raise
+            with self._lock:
+                self._seq.pop(trace_id, None)
+            return None
+        return Found(line, seq, size, root, path)
 
     def _read_line(self, segment: str, offset: int) -> bytes:
-        fd = os.open(self.layout.segments / segment, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.layout.segments / segment, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # moved to warm storage
+            with gzip.open(self.layout.warm_path(segment), "rb") as f:
+                f.seek(offset)
+                return f.readline().rstrip(b"\n")
         try:
             data, chunk = b"", 1 << 14
             while b"\n" not in data:

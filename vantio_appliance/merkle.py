@@ -20,6 +20,10 @@ class ProofError(ValueError):
     """A proof is malformed or does not lead to the expected root."""
 
 
+class BeforeFirst(ValueError):
+    """A leaf or size before the first leaf a tree started from an edge holds."""
+
+
 def leaf_hash(data: bytes) -> bytes:
     return _sha256(b"\x00" + data).digest()
 
@@ -91,13 +95,36 @@ class Tree:
     so a service can keep the tree of a large ledger in memory.
     """
 
-    def __init__(self, leaves: Sequence[bytes] = ()) -> None:
+    def __init__(self, leaves: Sequence[bytes] = (), start: CompactRange | None = None) -> None:
+        """The tree of ``leaves``, or, with ``start`` (the right edge at size n), of the
+        leaves n.. that follow a prefix whose leaves are gone (expired segments).
+
+        Every node a root, inclusion or consistency proof needs at sizes and leaves >= n
+        either lies wholly at or after n, straddles n (hashed here from edge nodes and
+        later leaves), or is one of the edge's maximal subtrees: a perfect subtree left
+        of a leaf i >= n, ending by n, has i's and n's high bits, so it is n's subtree of
+        that level. So level L keeps nodes from index 2 * (n >> L + 1): the edge's node
+        of level L first when bit L of n is set, then the nodes hashed from the leaves.
+        Pairs stay aligned, and appending works as for a tree from leaf 0.
+        """
+        self.first = 0 if start is None else start.size
         self._levels: list[bytearray] = [bytearray()]
+        if start is not None:
+            edge = iter(start.hashes)  # largest subtree first
+            top = start.size.bit_length()
+            self._levels = [bytearray() for _ in range(max(top, 1))]
+            for level in reversed(range(top)):
+                if start.size >> level & 1:
+                    self._levels[level] += next(edge)
         self.extend(leaves)
+
+    def _offset(self, level: int) -> int:
+        """The index of the first node kept at ``level``."""
+        return (self.first >> (level + 1)) << 1
 
     @property
     def size(self) -> int:
-        return len(self._levels[0]) // 32
+        return self._offset(0) + len(self._levels[0]) // 32
 
     def append(self, leaf: bytes) -> None:
         levels, h, level = self._levels, leaf, 0
@@ -127,7 +154,10 @@ class Tree:
             level += 1
 
     def _node(self, level: int, index: int) -> bytes:
-        return bytes(self._levels[level][32 * index:32 * index + 32])
+        at = 32 * (index - self._offset(level))
+        if at < 0:  # unreachable through the public methods, which check sizes first
+            raise ValueError(f"node {index} of level {level} lies before leaf {self.first}")
+        return bytes(self._levels[level][at:at + 32])
 
     def _hash(self, lo: int, hi: int) -> bytes:
         """MTH(D[lo:hi])."""
@@ -143,8 +173,11 @@ class Tree:
         return self._hash(0, self.size if size is None else self._size(size))
 
     def _size(self, size: int) -> int:
+        if 0 <= size < self.first:
+            raise BeforeFirst(f"tree size {size} is before the first leaf this tree holds "
+                              f"({self.first})")
         if not 0 <= size <= self.size:
-            raise ValueError(f"tree size {size} outside 0..{self.size}")
+            raise ValueError(f"tree size {size} outside {self.first}..{self.size}")
         return size
 
     def compact_range(self, size: int) -> CompactRange:
@@ -162,6 +195,9 @@ class Tree:
         self._size(size)
         if not 0 <= index < size:
             raise ValueError(f"index {index} not in a tree of size {size}")
+        if index < self.first:
+            raise BeforeFirst(f"leaf {index} is before the first leaf this tree holds "
+                              f"({self.first})")
         proof: list[bytes] = []
         lo, hi = 0, size
         while hi - lo > 1:
@@ -182,6 +218,7 @@ class Tree:
             raise ValueError(f"old size {old} not in 0..{new}")
         if old in (0, new):
             return []
+        self._size(old)
         proof: list[bytes] = []
         lo, hi, m, complete = 0, new, old, True
         while m != hi - lo:

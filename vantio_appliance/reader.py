@@ -6,18 +6,23 @@ newline is on disk) and skip torn bytes, which are not records.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import checkpoint as cpmod
-from . import merkle, note
+from . import merkle, note, retention
 from .canonical import CanonicalError, decode
 from .layout import Layout, segment_first_seq
 
 
 class ReadError(RuntimeError):
     """The ledger or its checkpoint cannot be read or does not add up."""
+
+
+class Expired(ReadError):
+    """The record was deleted after its retention end (`vantio ledger expire`)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,37 @@ def find(layout: Layout, *, seq: int | None = None, trace_id: str | None = None)
                     return line
             except CanonicalError:
                 continue
-    raise ReadError(f"no record with {'seq ' + str(seq) if seq is not None else trace_id}")
+    edge = expired_edge(layout)
+    if seq is not None and seq < edge.size:
+        raise Expired(expired_message(layout, seq, edge.size))
+    gone = f" (or it was among the {edge.size} records that expired)" if edge.size else ""
+    what = f"seq {seq}" if seq is not None else trace_id
+    raise ReadError(f"no record with {what}{gone}")
+
+
+def expired_edge(layout: Layout) -> merkle.CompactRange:
+    """The tree's right edge before the first kept record (empty when none expired)."""
+    try:
+        return retention.expired_edge(layout)
+    except (OSError, retention.RetentionError) as exc:
+        raise ReadError(str(exc)) from None
+
+
+def expired_message(layout: Layout, seq: int, first: int) -> str:
+    """Why seq has no record any more: it expired, and when (the last deletion)."""
+    try:
+        when = dt.datetime.fromtimestamp(layout.expired.stat().st_mtime, dt.UTC)
+        on = f" on {when:%Y-%m-%dT%H:%M:%SZ}"
+    except OSError:
+        on = ""
+    return (f"seq {seq} expired{on}: the records before seq {first} were deleted after "
+            "their retention end (vantio ledger expire), so no proof of it can be made")
+
+
+def kept(layout: Layout, size: int | None) -> tuple[merkle.CompactRange, Iterator[Line]]:
+    """The edge the kept records follow, and the kept records before seq ``size``."""
+    edge = expired_edge(layout)
+    return edge, (ln for ln in lines(layout, size) if ln.seq >= edge.size)
 
 
 def signed_checkpoint(layout: Layout, verifier: note.Verifier) -> tuple[bytes, cpmod.Checkpoint]:
@@ -70,9 +105,11 @@ def signed_checkpoint(layout: Layout, verifier: note.Verifier) -> tuple[bytes, c
 
 
 def tree(layout: Layout, size: int, root: bytes) -> merkle.Tree:
-    """The tree of the first ``size`` records, checked against ``root``."""
+    """The tree of the first ``size`` records, checked against ``root``; after an expire,
+    it starts from the expired records' edge and holds the kept ones."""
     sha = hashlib.sha256
-    t = merkle.Tree([sha(b"\x00" + ln.data).digest() for ln in lines(layout, size)])
+    edge, records = kept(layout, size)
+    t = merkle.Tree([sha(b"\x00" + ln.data).digest() for ln in records], start=edge)
     if t.size != size or t.root() != root:
         raise ReadError(f"the records do not match the checkpoint (size {size}); "
                         "run vantio ledger verify")
@@ -84,7 +121,10 @@ def inclusion_proof(layout: Layout, verifier: note.Verifier, line: Line) -> byte
     signed, cp = signed_checkpoint(layout, verifier)
     if line.seq >= cp.size:
         raise ReadError(f"seq {line.seq} is not yet in the checkpoint (size {cp.size})")
-    path = tree(layout, cp.size, cp.root).inclusion_proof(line.seq, cp.size)
+    t = tree(layout, cp.size, cp.root)
+    if line.seq < t.first:
+        raise Expired(expired_message(layout, line.seq, t.first))
+    path = t.inclusion_proof(line.seq, cp.size)
     return cpmod.format_inclusion(line.seq, path, signed)
 
 
@@ -95,5 +135,9 @@ def consistency_proof(layout: Layout, verifier: note.Verifier, old: int,
     new = cp.size if new is None else new
     if not 0 <= old <= new <= cp.size:
         raise ReadError(f"sizes must satisfy 0 <= old <= new <= {cp.size}")
-    proof = tree(layout, cp.size, cp.root).consistency_proof(old, new)
+    t = tree(layout, cp.size, cp.root)
+    if 0 < old < t.first:
+        raise Expired(f"tree size {old} lies before the first kept record (seq {t.first}): "
+                      "the records before it expired, so no proof from it can be made")
+    proof = t.consistency_proof(old, new)
     return cpmod.format_consistency(old, new, proof)

@@ -122,13 +122,18 @@ def export(root: Path, start_ns: int, end_ns: int, out: Path,
     except reader.ReadError as exc:
         raise ExportError(str(exc)) from None
     first = last = -1
-    for ln in reader.lines(layout, cp.size):  # a pass for the run's ends: memory stays small
+    try:
+        edge, run = reader.kept(layout, cp.size)
+    except reader.ReadError as exc:
+        raise ExportError(str(exc)) from None
+    for ln in run:  # a pass for the run's ends: memory stays small
         if start_ns <= _stamp(ln.data) < end_ns:
             first = ln.seq if first < 0 else first
             last = ln.seq
     if last < 0:
+        gone = f" (the records before seq {edge.size} expired)" if edge.size else ""
         raise NothingInRange(f"no record stamped from {iso(start_ns)} to {iso(end_ns)} in "
-                             f"the checkpoint of size {cp.size}")
+                             f"the checkpoint of size {cp.size}{gone}")
     rng = Range(start_ns, end_ns, first, last)
     kept = [ln for ln in reader.lines(layout, last + 1) if ln.seq >= first]
     tree_scan = scan(layout, cp.size, cp.root)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from ledger_helpers import FS_IMMUTABLE_FL, append_events, cli, lsattr, raw_flags
-from test_anchor import _standalone, _statuses, _trusted, _verify
+from service_helpers import add_tenant, auth, canonical, request, running
+from test_anchor import _failed, _remanifest, _standalone, _statuses, _trusted, _verify
 
 from vantio_appliance import reader, retention, writer
 from vantio_appliance.layout import Layout
@@ -233,3 +234,134 @@ def test_usage(ledger_dir: Path, tmp_path: Path) -> None:
     res = cli("ledger", "retain", "--dir", tmp_path / "none")
     assert res.returncode == 2 and "not a ledger" in res.stderr
     assert os.path.exists(ledger_dir)
+
+
+# -- reading after an expire: proofs, exports and the service start from the edge ------
+
+
+def _expire_first(root: Path, sealed: list[str]) -> int:
+    """Retain everything due, expire the first sealed segment; the first kept seq."""
+    _retain(root, "--now", _at(3.5))
+    res = cli("ledger", "expire", "--dir", root, "--now", _at(6.5), "--upto", sealed[0])
+    assert res.returncode == 0, res.stderr
+    first = retention.expired_edge(Layout(root)).size
+    assert first == int(sealed[1][:16]) > 0
+    return first
+
+
+def _verify_proof(root: Path, proof: Path, record: Path) -> None:
+    res = cli("ledger", "verify-proof", proof, "--vkey", root / "vkey", "--record", record)
+    assert res.returncode == 0 and res.stdout.startswith("OK"), res.stdout + res.stderr
+
+
+def test_a_proof_of_a_kept_record_after_an_expire(ledger_dir: Path, sealed: list[str],
+                                                  tmp_path: Path) -> None:
+    first = _expire_first(ledger_dir, sealed)
+    for seq in (first, first + 2, int(sealed[2][:16]) + 1):  # warm, and in the active one
+        proof, record = tmp_path / f"{seq}.tlog-proof", tmp_path / f"{seq}.record"
+        res = cli("ledger", "proof", "--dir", ledger_dir, "--seq", str(seq), "-o", proof,
+                  "--record", record)
+        assert res.returncode == 0, res.stderr
+        assert proof.read_text().startswith(f"c2sp.org/tlog-proof@v1\nindex {seq}\n")
+        _verify_proof(ledger_dir, proof, record)
+    res = cli("ledger", "proof", "--dir", ledger_dir, "--seq", "2")
+    assert res.returncode == 2 and "seq 2 expired on " in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    res = cli("ledger", "consistency", "--dir", ledger_dir, "--old", "3")
+    assert res.returncode == 2 and "expired" in res.stderr and "Traceback" not in res.stderr
+    assert cli("ledger", "consistency", "--dir", ledger_dir, "--old",
+               str(first)).returncode == 0
+
+
+def test_anchor_export_after_an_expire_verifies(ledger_dir: Path, sealed: list[str],
+                                                tmp_path: Path) -> None:
+    _expire_first(ledger_dir, sealed)
+    media = tmp_path / "media"
+    media.mkdir()
+    res = cli("anchor", "export", "--dir", ledger_dir, "--to", media, "--custodial", "--json")
+    assert res.returncode == 0, res.stderr
+    b = Path(json.loads(res.stdout)["bundle"])
+    assert (b / "expired").read_bytes() == Layout(ledger_dir).expired.read_bytes()
+    assert not (b / "epochs.proofs" / "0.tlog-proof").exists()  # epoch 0's record expired
+    keys = _trusted(ledger_dir, tmp_path / "trusted.keys")
+    code, report = _verify(b, keys)
+    assert code == 0 and _statuses(report)["epochs"] == "ok", report
+    assert _statuses(report)["custodial"] == "ok", report
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert _standalone(b, keys, outside)[0] == 0
+    # an edge that does not lead to the checkpoint is found by both verifiers
+    forged = (b / "expired").read_text().split("\n")
+    forged[2] = "A" * 43 + "="
+    (b / "expired").write_text("\n".join(forged))
+    _remanifest(b)
+    code, report = _verify(b, keys)
+    assert code == 1 and any("expired records' edge" in f
+                             for f in _failed(report)["epochs"]), report
+    assert _standalone(b, keys, outside)[0] == 1
+    # a second export extends the first, from the kept records
+    with writer.Ledger(ledger_dir) as ledger:
+        append_events(ledger, 2, start=400)
+    res = cli("anchor", "export", "--dir", ledger_dir, "--to", media, "--json")
+    assert res.returncode == 0, res.stderr
+    code, report = _verify(Path(json.loads(res.stdout)["bundle"]), keys)
+    assert code == 0 and _statuses(report)["previous"] == "ok", report
+
+
+def test_a_regulator_export_after_an_expire_verifies(ledger_dir: Path, sealed: list[str],
+                                                     tmp_path: Path) -> None:
+    first = _expire_first(ledger_dir, sealed)
+    res = cli("export", "--dir", ledger_dir, "--from", "2000-01-01", "--to", _at(1),
+              "--out", tmp_path / "r", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["first"] == first  # the kept records of the period
+    keys = _trusted(ledger_dir, tmp_path / "trusted.keys")
+    code, report = _verify(tmp_path / "r", keys)
+    assert code == 0 and _statuses(report)["range"] == "ok", report
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert _standalone(tmp_path / "r", keys, outside)[0] == 0
+    res = cli("export", "--dir", ledger_dir, "--from", "2000-01-01", "--to", "2001-01-01",
+              "--out", tmp_path / "none")
+    assert res.returncode == 1 and f"records before seq {first} expired" in res.stderr
+
+
+def _trace_ids(root: Path) -> dict[int, str]:
+    return {ln.seq: json.loads(ln.data)["trace_id"] for ln in reader.lines(Layout(root))}
+
+
+def _get_and_verify(sock: Path, key: str, root: Path, trace_id: str, seq: int,
+                    tmp_path: Path) -> None:
+    reply = request(sock, "GET", f"/v1/records/{trace_id}", None, auth(key, None))
+    assert reply.status == 200, str(reply)
+    got = reply.json()
+    assert got["seq"] == seq
+    proof, record = tmp_path / f"{seq}.tlog-proof", tmp_path / f"{seq}.record"
+    proof.write_text(got["proof"])
+    record.write_bytes(canonical(got["record"]) + b"\n")
+    _verify_proof(root, proof, record)
+
+
+def test_the_service_serves_warm_and_kept_records(ledger_dir: Path, sealed: list[str],
+                                                  tmp_path: Path) -> None:
+    key = add_tenant(ledger_dir, "auditor", "reader")
+    _retain(ledger_dir, "--now", _at(3.5))
+    ids = _trace_ids(ledger_dir)
+    gone, warm = 2, int(sealed[2][:16]) + 1
+    sock, log = tmp_path / "ingest.sock", tmp_path / "server.log"
+    with running(ledger_dir, sock, log):
+        _get_and_verify(sock, key, ledger_dir, ids[warm], warm, tmp_path)
+        _get_and_verify(sock, key, ledger_dir, ids[gone], gone, tmp_path)
+        # an expire while it serves: the expired record is no more, the rest still is
+        res = cli("ledger", "expire", "--dir", ledger_dir, "--now", _at(6.5), "--upto",
+                  sealed[0])
+        assert res.returncode == 0, res.stderr
+        reply = request(sock, "GET", f"/v1/records/{ids[gone]}", None, auth(key, None))
+        assert reply.status == 404, str(reply)
+        _get_and_verify(sock, key, ledger_dir, ids[warm], warm, tmp_path)
+    with running(ledger_dir, sock, log):  # loaded from the edge
+        first = retention.expired_edge(Layout(ledger_dir)).size
+        _get_and_verify(sock, key, ledger_dir, ids[first], first, tmp_path)
+        _get_and_verify(sock, key, ledger_dir, ids[warm], warm, tmp_path)
+        reply = request(sock, "GET", f"/v1/records/{ids[gone]}", None, auth(key, None))
+        assert reply.status == 404, str(reply)

@@ -703,3 +703,53 @@ def test_prefix_root_refuses_proofs_of_the_wrong_length() -> None:
         merkle.prefix_root(5, 12, proof[:-1])
     with pytest.raises(ProofError, match="not in a tree"):
         merkle.prefix_root(12, 12, proof)
+
+
+# --- a tree started from a compact range (after expired segments are deleted) ---------
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=70), st.integers(min_value=0, max_value=70),
+       st.integers(min_value=0, max_value=2**32), st.booleans(), st.data())
+def test_tree_from_edge_equals_tree_from_all_leaves(first: int, more: int, salt: int,
+                                                    one_by_one: bool, data: st.DataObject) -> None:
+    entries = [f"{salt}/{i}".encode() for i in range(first + more)]
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    full = Tree(leaves)
+    edge = CompactRange()
+    edge.extend(leaves[:first])
+    part = Tree(start=edge)
+    if one_by_one:
+        for leaf in leaves[first:]:
+            part.append(leaf)
+    else:
+        cut = data.draw(st.integers(min_value=first, max_value=first + more))
+        part.extend(leaves[first:cut])
+        part.extend(leaves[cut:])
+    assert (part.first, part.size) == (first, full.size)
+    for size in range(first, first + more + 1):
+        assert part.root(size) == full.root(size) == ref_mth(leaves[:size])
+        assert part.compact_range(size).hashes == full.compact_range(size).hashes
+        for index in range(first, size):
+            assert part.inclusion_proof(index, size) == full.inclusion_proof(index, size)
+    new = data.draw(st.integers(min_value=first, max_value=first + more))
+    old = data.draw(st.integers(min_value=first, max_value=new))
+    assert part.consistency_proof(old, new) == full.consistency_proof(old, new)
+
+
+def test_tree_from_edge_refuses_what_lies_before_it() -> None:
+    entries = [bytes([i]) for i in range(13)]
+    leaves = [merkle.leaf_hash(e) for e in entries]
+    edge = CompactRange()
+    edge.extend(leaves[:6])
+    t = Tree(leaves[6:], start=edge)
+    assert t.first == 6 and t.size == 13
+    with pytest.raises(merkle.BeforeFirst, match="leaf 5 is before the first leaf"):
+        t.inclusion_proof(5, 13)
+    with pytest.raises(merkle.BeforeFirst, match="tree size 4 is before"):
+        t.root(4)
+    with pytest.raises(merkle.BeforeFirst):
+        t.consistency_proof(3, 13)
+    with pytest.raises(merkle.BeforeFirst):
+        t.compact_range(5)
+    assert t.consistency_proof(0, 13) == []
+    assert t.root(6) == ref_mth(leaves[:6]) and t.root() == ref_mth(leaves)

@@ -477,6 +477,7 @@ def check_epochs(b: Bundle, chain: Chain, signed: bytes | None,
     if data is None or cp is None or signed is None:
         return failed("epochs", ["no epochs file or no readable checkpoint"])
     findings: list[str] = []
+    expired = _expired(b, cp, findings)
     lines = data.split(b"\n")
     for line in lines[:-1]:
         try:  # the chain first: its keys check the other checkpoints even if a proof fails
@@ -486,8 +487,10 @@ def check_epochs(b: Bundle, chain: Chain, signed: bytes | None,
         except (Bad, ValueError, KeyError) as exc:
             findings.append(str(exc))
             break
+        proof = b.read(f"epochs.proofs/{n}.tlog-proof")
+        if proof is None and rec["seq"] < expired:
+            continue  # an expired record: its leaf is gone, its signature chain holds it
         try:
-            proof = b.read(f"epochs.proofs/{n}.tlog-proof")
             if proof is None:
                 raise Bad("no tlog-proof")
             index, path, proof_cp = parse_tlog_proof(proof)
@@ -505,6 +508,29 @@ def check_epochs(b: Bundle, chain: Chain, signed: bytes | None,
         return failed("epochs", findings)
     return Check("epochs", OK, f"{len(chain.epochs)} epochs (0..{chain.epochs[-1].n}), each "
                  "signed by the previous one's key and committed to the exported tree")
+
+
+def _expired(b: Bundle, cp: Checkpoint, findings: list[str]) -> int:
+    """Records expired before the kept ones (0 if none): the edge, consistent with cp."""
+    data, proof = b.read("expired"), b.read("expired.consistency")
+    if data is None:
+        return 0
+    try:
+        lines = data.decode().split("\n")
+        if lines[0] != "vantio.appliance/compact-range@v1" or not lines[1].startswith("size "):
+            raise Bad("not a vantio.appliance/compact-range@v1")
+        edge = CompactRange(int(lines[1][5:]), parse_hashes(lines[2:-1]))
+        if proof is None:
+            raise Bad("no expired.consistency")
+        old, new, path = parse_consistency(proof)
+        if (old, new) != (edge.size, cp.size):
+            raise Bad(f"expired.consistency is for sizes {old}->{new}")
+        verify_consistency(old, new, edge.root(), cp.root, path)
+    except (Bad, ValueError) as exc:
+        findings.append(f"expired: the expired records' edge does not lead to the exported "
+                        f"tree: {exc}")
+        return 0
+    return edge.size
 
 
 def check_checkpoint(chain: Chain, signed: bytes | None) -> Check:
