@@ -7,7 +7,9 @@ What a container cannot have is asserted as such, so the limits stay visible:
   loaded, and auditctl is refused;
 - the clock is the host's: chrony is configured and enabled, its unit's CAP_SYS_TIME condition
   keeps it from starting;
-- the mount table is the runtime's: /tmp has nodev,nosuid but not noexec.
+- the mount table is the runtime's: /tmp has nodev,nosuid but not noexec;
+- process accounting needs CAP_SYS_PACCT and USBGuard a USB bus: both units are enabled and
+  skipped by their condition.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ def test_module_cannot_load(host, module: str) -> None:
     assert "install /bin/false" in out
 
 
-def test_usb_storage_stays_loadable(host) -> None:
+@pytest.mark.parametrize("module", ["usb-storage", "uas"])
+def test_usb_storage_stays_loadable(host, module: str) -> None:
     # the anchor role exports checkpoints on removable media
-    out = host.check_output("modprobe -n -v usb-storage 2>&1 || true")
+    out = host.check_output(f"modprobe -n -v {module} 2>&1 || true")
     assert "/bin/false" not in out
 
 
@@ -135,6 +138,7 @@ def sshd(host) -> dict[str, str]:
         ("disableforwarding", "yes"),
         ("permituserenvironment", "no"),
         ("maxauthtries", "3"),
+        ("maxsessions", "2"),
         ("logingracetime", "60"),
         ("loglevel", "VERBOSE"),
         ("allowgroups", "vantio-admin"),
@@ -431,6 +435,136 @@ def test_login_shells(host) -> None:
     assert out == ["0027", "900"]
     home = host.file(f"/home/{ADMIN}")
     assert (home.user, home.mode) == (ADMIN, 0o750)
+
+
+@pytest.fixture()
+def scratch_user(host):  # type: ignore[no-untyped-def]
+    """A throw-away local account, removed afterwards."""
+    host.run_expect([0], "useradd --no-create-home vantio-scratch")
+    yield "vantio-scratch"
+    host.run("userdel vantio-scratch")
+
+
+def test_password_hash_costs(host, scratch_user: str) -> None:
+    # login.defs decides what shadow's tools compute: yescrypt at cost 8 (5 is Debian's
+    # default, "j9T"), and 65536 rounds when SHA-512 is asked for
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd")
+    yescrypt = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert yescrypt.startswith("$y$") and not yescrypt.startswith("$y$j9T$")
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c SHA512")
+    sha = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert sha.startswith("$6$rounds=65536$")
+
+
+# --- pam -------------------------------------------------------------------------------------
+
+
+def test_pwquality_in_the_password_stack(host) -> None:
+    assert "pam_pwquality.so" in host.file("/etc/pam.d/common-password").content_string
+
+
+@pytest.mark.parametrize(
+    "password,accepted",
+    [
+        ("Xq7#vLm2@Rt9pZw4", True),  # 16 characters, 4 classes
+        ("Xq7#vLm2@Rt9", False),  # 12 characters: below minlen 14
+        ("xq7vlm2rt9pzw4kd", False),  # 2 classes: below minclass 4
+        ("Password123456!!", False),  # a dictionary word
+    ],
+)
+def test_pwquality_policy(host, password: str, accepted: bool) -> None:
+    # pwscore applies the same pwquality.conf(.d) as pam_pwquality
+    out = host.run(f"echo {shlex.quote(password)} | pwscore")
+    assert (out.rc == 0) == accepted, out.stdout + out.stderr
+
+
+def test_session_tmpdir(host) -> None:
+    uid = host.user(ADMIN).uid
+    assert host.check_output(f"su - {ADMIN} -c 'echo $TMPDIR'") == f"/tmp/user/{uid}"
+    private = host.file(f"/tmp/user/{uid}")
+    assert (private.user, private.mode) == (ADMIN, 0o700)
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+AIDE = "aide --config /etc/aide/aide.conf"
+
+
+def test_aide_baseline_matches_the_converged_host(host) -> None:
+    db = host.file("/var/lib/aide/aide.db")
+    assert db.exists and db.user == "root"
+    out = host.run(f"{AIDE} --check")
+    assert out.rc == 0, out.stdout[-3000:]
+
+
+def test_aide_detects_a_change_to_the_policy(host) -> None:
+    try:
+        host.run_expect([0], "echo planted > /etc/vantio/planted")
+        out = host.run(f"{AIDE} --check")
+        assert out.rc != 0 and "/etc/vantio/planted" in out.stdout
+    finally:
+        host.run("rm -f /etc/vantio/planted")
+    assert host.run(f"{AIDE} --check").rc == 0
+
+
+def test_aide_watches_audit_tools_with_sha512(host) -> None:
+    out = host.check_output(f"{AIDE} --config-check --log-level=rule 2>&1 || true")
+    conf = host.file("/etc/aide/aide.conf.d/90_aide_vantio").content_string
+    assert "/usr/sbin/auditctl$ p+i+n+u+g+s+b+acl+xattrs+sha512" in conf
+    assert "error" not in out.lower()
+
+
+def test_aide_daily_check(host) -> None:
+    assert host.service("dailyaidecheck.timer").is_enabled
+    assert host.service("dailyaidecheck.timer").is_running
+
+
+def test_package_files_intact(host) -> None:
+    # debsums: every package file (conffiles aside) matches its package's checksum
+    out = host.run("debsums -s")
+    assert out.rc == 0, out.stdout + out.stderr
+
+
+def test_needrestart_lists_only(host) -> None:
+    assert (
+        "$nrconf{restart} = 'l';"
+        in host.file("/etc/needrestart/conf.d/90-vantio.conf").content_string
+    )
+    host.run_expect([0], "needrestart -b -r l")
+
+
+# --- auditd: process accounting ----------------------------------------------------------------
+
+
+def test_process_accounting_enabled_skipped_without_the_capability(host) -> None:
+    assert host.service("acct").is_enabled
+    assert host.package("acct").is_installed
+    # ConditionCapability=CAP_SYS_PACCT: the container has not got it
+    assert host.check_output("systemctl show -p ConditionResult acct") == "ConditionResult=no"
+
+
+# --- usb -------------------------------------------------------------------------------------
+
+
+def test_usbguard_policy(host) -> None:
+    conf = host.file("/etc/usbguard/usbguard-daemon.conf")
+    assert (conf.user, conf.mode) == ("root", 0o600)
+    lines = [line for line in conf.content_string.splitlines() if line and line[0] != "#"]
+    settings = dict(line.split("=", 1) for line in lines)
+    assert settings["ImplicitPolicyTarget"] == "block"
+    for key in ("PresentDevicePolicy", "PresentControllerPolicy", "InsertedDevicePolicy"):
+        assert settings[key] == "apply-policy"
+    assert settings["IPCAllowedGroups"] == "root"
+    rules = host.file("/etc/usbguard/rules.conf").content_string.splitlines()
+    assert "allow with-interface equals { 08:*:* }" in rules  # anchor media, nothing else inside
+    assert "allow with-interface equals { 09:*:* }" in rules
+
+
+def test_usbguard_enabled_skipped_without_a_usb_bus(host) -> None:
+    assert host.service("usbguard").is_enabled
+    assert not host.file("/sys/bus/usb/devices").exists
+    assert host.check_output("systemctl show -p ConditionResult usbguard") == "ConditionResult=no"
+    assert host.check_output("systemctl is-enabled usbguard-dbus || true") == "masked"
 
 
 GUARD_PLAYBOOK = """
