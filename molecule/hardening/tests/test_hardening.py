@@ -437,25 +437,6 @@ def test_login_shells(host) -> None:
     assert (home.user, home.mode) == (ADMIN, 0o750)
 
 
-@pytest.fixture()
-def scratch_user(host):  # type: ignore[no-untyped-def]
-    """A throw-away local account, removed afterwards."""
-    host.run_expect([0], "useradd --no-create-home vantio-scratch")
-    yield "vantio-scratch"
-    host.run("userdel vantio-scratch")
-
-
-def test_password_hash_costs(host, scratch_user: str) -> None:
-    # login.defs decides what shadow's tools compute: yescrypt at cost 8 (5 is Debian's
-    # default, "j9T"), and 65536 rounds when SHA-512 is asked for
-    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd")
-    yescrypt = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
-    assert yescrypt.startswith("$y$") and not yescrypt.startswith("$y$j9T$")
-    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c SHA512")
-    sha = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
-    assert sha.startswith("$6$rounds=65536$")
-
-
 # --- pam -------------------------------------------------------------------------------------
 
 
@@ -553,8 +534,9 @@ def test_checkrestart_finds_no_stale_process(host) -> None:
 def test_process_accounting_enabled_skipped_without_the_capability(host) -> None:
     assert host.service("acct").is_enabled
     assert host.package("acct").is_installed
-    # ConditionCapability=CAP_SYS_PACCT: the container has not got it
+    # ConditionCapability=CAP_SYS_PACCT: the container has not got it (skipped, not failed)
     assert host.check_output("systemctl show -p ConditionResult acct") == "ConditionResult=no"
+    assert not host.run("systemctl is-failed --quiet acct").succeeded
 
 
 # --- usb -------------------------------------------------------------------------------------
@@ -578,7 +560,28 @@ def test_usbguard_enabled_skipped_without_a_usb_bus(host) -> None:
     assert host.service("usbguard").is_enabled
     assert not host.file("/sys/bus/usb/devices").exists
     assert host.check_output("systemctl show -p ConditionResult usbguard") == "ConditionResult=no"
+    assert not host.run("systemctl is-failed --quiet usbguard").succeeded
     assert host.check_output("systemctl is-enabled usbguard-dbus || true") == "masked"
+
+
+@pytest.fixture()
+def scratch_user(host):  # type: ignore[no-untyped-def]
+    """A throw-away local account, removed afterwards."""
+    host.run_expect([0], "useradd --no-create-home vantio-scratch")
+    yield "vantio-scratch"
+    host.run("userdel vantio-scratch")
+
+
+def test_password_hash_costs(host, scratch_user: str) -> None:
+    # login.defs decides what shadow's own hashing computes (chpasswd -c, newusers): yescrypt
+    # at cost 8 ("jCT"; Debian's default 5 is "j9T"), 65536 rounds for SHA-512. passwd and a
+    # plain chpasswd hash through PAM (pam_unix), which login.defs does not set.
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c YESCRYPT")
+    yescrypt = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert yescrypt.startswith("$y$jCT$")
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c SHA512")
+    sha = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert sha.startswith("$6$rounds=65536$")
 
 
 GUARD_PLAYBOOK = """
