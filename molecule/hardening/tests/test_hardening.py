@@ -7,7 +7,9 @@ What a container cannot have is asserted as such, so the limits stay visible:
   loaded, and auditctl is refused;
 - the clock is the host's: chrony is configured and enabled, its unit's CAP_SYS_TIME condition
   keeps it from starting;
-- the mount table is the runtime's: /tmp has nodev,nosuid but not noexec.
+- the mount table is the runtime's: /tmp has nodev,nosuid but not noexec;
+- process accounting needs CAP_SYS_PACCT and USBGuard a USB bus: both units are enabled and
+  skipped by their condition.
 """
 
 from __future__ import annotations
@@ -83,9 +85,10 @@ def test_module_cannot_load(host, module: str) -> None:
     assert "install /bin/false" in out
 
 
-def test_usb_storage_stays_loadable(host) -> None:
+@pytest.mark.parametrize("module", ["usb-storage", "uas"])
+def test_usb_storage_stays_loadable(host, module: str) -> None:
     # the anchor role exports checkpoints on removable media
-    out = host.check_output("modprobe -n -v usb-storage 2>&1 || true")
+    out = host.check_output(f"modprobe -n -v {module} 2>&1 || true")
     assert "/bin/false" not in out
 
 
@@ -135,6 +138,7 @@ def sshd(host) -> dict[str, str]:
         ("disableforwarding", "yes"),
         ("permituserenvironment", "no"),
         ("maxauthtries", "3"),
+        ("maxsessions", "2"),
         ("logingracetime", "60"),
         ("loglevel", "VERBOSE"),
         ("allowgroups", "vantio-admin"),
@@ -431,6 +435,154 @@ def test_login_shells(host) -> None:
     assert out == ["0027", "900"]
     home = host.file(f"/home/{ADMIN}")
     assert (home.user, home.mode) == (ADMIN, 0o750)
+
+
+# --- pam -------------------------------------------------------------------------------------
+
+
+def test_pwquality_in_the_password_stack(host) -> None:
+    assert "pam_pwquality.so" in host.file("/etc/pam.d/common-password").content_string
+
+
+@pytest.mark.parametrize(
+    "password,accepted",
+    [
+        ("Xq7#vLm2@Rt9pZw4", True),  # 16 characters, 4 classes
+        ("Xq7#vLm2@Rt9", False),  # 12 characters: below minlen 14
+        ("xq7vlm2rt9pzw4kd", False),  # 2 classes: below minclass 4
+        ("Password123456!!", False),  # a dictionary word
+    ],
+)
+def test_pwquality_policy(host, password: str, accepted: bool) -> None:
+    # pwscore applies the same pwquality.conf(.d) as pam_pwquality
+    out = host.run(f"echo {shlex.quote(password)} | pwscore")
+    assert (out.rc == 0) == accepted, out.stdout + out.stderr
+
+
+def test_session_tmpdir(host) -> None:
+    uid = host.user(ADMIN).uid
+    assert host.check_output(f"su - {ADMIN} -c 'echo $TMPDIR'") == f"/tmp/user/{uid}"
+    private = host.file(f"/tmp/user/{uid}")
+    assert (private.user, private.mode) == (ADMIN, 0o700)
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+AIDE = "aide --config /etc/aide/aide.conf"
+
+
+def aide_check(host) -> tuple[int, list[str]]:  # type: ignore[no-untyped-def]
+    """The AIDE check: its exit code and the paths it reports (added, removed, changed)."""
+    out = host.run(f"{AIDE} --check")
+    paths = [
+        line.split(": ", 1)[1]
+        for line in out.stdout.splitlines()
+        if line[:1] in "fdl" and ": /" in line
+    ]
+    return out.rc, paths
+
+
+def test_aide_baseline_matches_the_converged_host(host) -> None:
+    # The baseline was taken at the end of the first converge; the idempotent second run and
+    # the tests since changed no system file (logs and apt's caches may move, /tmp is excluded,
+    # /etc/ssh's own times move with the sshd_config staging directory).
+    db = host.file("/var/lib/aide/aide.db")
+    assert (db.user, db.mode) == ("_aide", 0o600)
+    _, paths = aide_check(host)
+    system = [p for p in paths if p.split("/")[1] in ("etc", "usr", "boot") or p.startswith("/tmp")]
+    assert system == []
+
+
+def test_aide_detects_a_change_to_the_policy(host) -> None:
+    try:
+        host.run_expect([0], "echo planted > /etc/vantio/planted")
+        rc, paths = aide_check(host)
+        assert rc & 1 and "/etc/vantio/planted" in paths  # bit 0: files were added
+    finally:
+        host.run("rm -f /etc/vantio/planted")
+
+
+@pytest.mark.parametrize("path", ["/usr/sbin/auditctl", "/usr/sbin/augenrules", "/etc/vantio/x"])
+def test_aide_rule_hashes_with_sha512(host, path: str) -> None:
+    # the rule AIDE applies to the path (CIS 6.3.3 for the audit tools)
+    out = host.check_output(f"{AIDE} --path-check f:{path}")
+    assert out.startswith("[X]") and "sha512" in out and "90_aide_vantio" in out
+
+
+def test_aide_daily_check(host) -> None:
+    assert host.service("dailyaidecheck.timer").is_enabled
+    assert host.service("dailyaidecheck.timer").is_running
+
+
+def test_package_files_intact(host) -> None:
+    # debsums: every package file (conffiles aside) matches its package's checksum
+    out = host.run("debsums -s")
+    assert out.rc == 0, out.stdout + out.stderr
+
+
+def test_checkrestart_finds_no_stale_process(host) -> None:
+    # checkrestart (debian-goodies) lists processes that still map replaced files; needrestart
+    # is not there, since it would bring binutils (an assembler and a linker)
+    assert not host.package("needrestart").is_installed
+    assert not host.exists("as")
+    out = host.run("checkrestart")
+    assert out.rc == 0 and "Found 0 processes" in out.stdout, out.stdout + out.stderr
+
+
+# --- auditd: process accounting ----------------------------------------------------------------
+
+
+def test_process_accounting_enabled_skipped_without_the_capability(host) -> None:
+    assert host.service("acct").is_enabled
+    assert host.package("acct").is_installed
+    # ConditionCapability=CAP_SYS_PACCT: the container has not got it (the handler's restart
+    # was skipped by the condition)
+    assert host.check_output("systemctl show -p ConditionResult acct") == "ConditionResult=no"
+
+
+# --- usb -------------------------------------------------------------------------------------
+
+
+def test_usbguard_policy(host) -> None:
+    conf = host.file("/etc/usbguard/usbguard-daemon.conf")
+    assert (conf.user, conf.mode) == ("root", 0o600)
+    lines = [line for line in conf.content_string.splitlines() if line and line[0] != "#"]
+    settings = dict(line.split("=", 1) for line in lines)
+    assert settings["ImplicitPolicyTarget"] == "block"
+    for key in ("PresentDevicePolicy", "PresentControllerPolicy", "InsertedDevicePolicy"):
+        assert settings[key] == "apply-policy"
+    assert settings["IPCAllowedGroups"] == "root"
+    rules = host.file("/etc/usbguard/rules.conf").content_string.splitlines()
+    assert "allow with-interface equals { 08:*:* }" in rules  # anchor media, nothing else inside
+    assert "allow with-interface equals { 09:*:* }" in rules
+
+
+def test_usbguard_enabled_skipped_without_a_usb_bus(host) -> None:
+    assert host.service("usbguard").is_enabled
+    assert not host.file("/sys/bus/usb/devices").exists
+    # ConditionPathIsDirectory=/sys/bus/usb/devices (the handler's restart was skipped)
+    assert host.check_output("systemctl show -p ConditionResult usbguard") == "ConditionResult=no"
+    assert host.check_output("systemctl is-enabled usbguard-dbus || true") == "masked"
+
+
+@pytest.fixture()
+def scratch_user(host):  # type: ignore[no-untyped-def]
+    """A throw-away local account, removed afterwards."""
+    host.run_expect([0], "useradd --no-create-home vantio-scratch")
+    yield "vantio-scratch"
+    host.run("userdel vantio-scratch")
+
+
+def test_password_hash_costs(host, scratch_user: str) -> None:
+    # login.defs decides what shadow's own hashing computes (chpasswd -c, newusers): yescrypt
+    # at cost 8 ("jCT"; Debian's default 5 is "j9T"), 65536 rounds for SHA-512. passwd and a
+    # plain chpasswd hash through PAM (pam_unix), which login.defs does not set.
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c YESCRYPT")
+    yescrypt = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert yescrypt.startswith("$y$jCT$")
+    host.run_expect([0], f"echo '{scratch_user}:Xq7#vLm2@Rt9pZw4' | chpasswd -c SHA512")
+    sha = host.check_output(f"getent shadow {scratch_user} | cut -d: -f2")
+    assert sha.startswith("$6$rounds=65536$")
 
 
 GUARD_PLAYBOOK = """
