@@ -110,6 +110,15 @@ def test_unit_masked(host, unit: str) -> None:
     assert host.check_output(f"systemctl is-enabled {unit} || true") == "masked"
 
 
+def test_compilers_root_only(host) -> None:
+    """Overrides registered for the compilers, which this image lacks: installing gcc applies
+    them (dpkg reads the overrides when it unpacks)."""
+    arch = host.check_output("uname -m")
+    overrides = host.check_output("dpkg-statoverride --list")
+    for name in ("gcc-12", "g++-12", "as"):
+        assert f"root root 750 /usr/bin/{arch}-linux-gnu-{name}" in overrides
+
+
 # --- ssh -----------------------------------------------------------------------------------
 
 
