@@ -512,8 +512,8 @@ def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
     from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     b = BPF(src_file=str(enforcer.BPF_SOURCE).encode(), cflags=[
-        "-DAGENT_LEVEL=2", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16", f'-DPIN_DIR="{pins}"',
-        "-w", *cflags])
+        "-DAGENT_LEVEL=2", "-DROOT_CGID=1", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16",
+        f'-DPIN_DIR="{pins}"', "-w", *cflags])
     try:
         calls = set()
         for fn in (*enforcer.PROGRAMS, "on_exec"):
