@@ -379,6 +379,9 @@ def test_restarted_agent_is_blocked_until_rekeyed_then_enforced(
         assert r["action"] == "block" and r["syscall"]["args"]["flags"] == enforcer.F_UNKNOWN
         assert r["proc"]["cgroup"] == f"/{stack.root.name}/web"
         assert r["proc"]["cgroup_ancestry"][-1] == new
+    execs = [r for r in recs if r["syscall"]["name"] == "execve" and r["proc"]["pid"] ==
+             got["pid"]]
+    assert execs and execs[0]["syscall"]["args"]["flags"] == enforcer.F_UNKNOWN, execs
     rekey = next(r for r in recs if r["syscall"]["name"] == "vantio_rekey")
     assert rekey["proc"]["cgroup"] == f"/{stack.root.name}/web"
     assert rekey["proc"]["cgroup_ancestry"][-1] == new
