@@ -38,7 +38,9 @@ from ._internal import bpfkit
 log = logging.getLogger("vantio.enforcer")
 
 CGROUP2: Final = hostcheck.cgroup2_root(Path("/proc/self/mounts").read_text())
-DEFAULT_ROOT: Final = CGROUP2 / policy.SLICE
+#: Where systemd puts vantio-agents.slice (a dash in a slice's name nests it: the parent is
+#: vantio.slice); the enforcer makes the same directories itself where systemd is not PID 1.
+DEFAULT_ROOT: Final = CGROUP2 / policy.PARENT_SLICE / policy.SLICE
 DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
 DEFAULT_STATE: Final = Path("/run/vantio-enforcer")  # its own: /run/vantio is the ledger's
 BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # package data
@@ -51,6 +53,7 @@ STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
 ACTIONS: Final = ("permit", "block", "quarantine")
 SYSCALL: Final = ("connect", "connect", "sendmsg", "sendmsg", "execve")
 F_MONITOR: Final = 1
+F_UNKNOWN: Final = 4  # a cgroup below the agents root that the live policy lacks: blocked
 RINGBUF_PAGES: Final = 1024  # 4 MiB: about 43,000 events
 BATCH: Final = 1000
 POLL_S: Final = 0.005  # the ring buffer is read this often when it is not busy
@@ -310,6 +313,7 @@ class Enforcer:
         self.gen = 0
         self.keys: dict[int, list[tuple[str, bytes]]] = {}
         self.agent_cgids: dict[str, int] = {}
+        self.agent_vals: dict[str, bytes] = {}  # map_agents values of the live generation
         self.ring: bpfkit.RingReader | None = None
         self.encode = EventEncoder(self.cgroup_of)
         self.sent = 0
@@ -345,12 +349,13 @@ class Enforcer:
         level = hostcheck.lockdown_level(host.lockdown)
         root = self.opts.root
         try:
-            root.mkdir(exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
             self.opts.pins.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise EnforcerError(f"cannot create {exc.filename}: {exc.strerror}") from None
         depth = len(root.relative_to(CGROUP2).parts) + 1
-        cflags = [f"-DAGENT_LEVEL={depth}", f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
+        cflags = [f"-DAGENT_LEVEL={depth}", f"-DROOT_CGID={cgroup_id(root)}ULL",
+                  f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
                   f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
         if not hostcheck.kernel_reads_allowed(host.lockdown):
             cflags.append("-DNO_KERNEL_READ")  # exec records then carry no path
@@ -419,13 +424,14 @@ class Enforcer:
         entries = policy.compile_maps(pol, new)
         written: list[tuple[str, bytes]] = []
         cgids: dict[str, int] = {}
+        vals: dict[str, bytes] = {}
         for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
             path = self.opts.root / agent.cgroup
             path.mkdir(exist_ok=True)
             cgids[agent.name] = cgid = cgroup_id(path)
             key = _AGENT_KEY.pack(cgid, new, 0)
-            bpfkit.update(self.maps["agents"], key, _AGENT_VAL.pack(
-                idx, int(enforce), 2 if quarantine else 1))
+            vals[agent.name] = val = _AGENT_VAL.pack(idx, int(enforce), 2 if quarantine else 1)
+            bpfkit.update(self.maps["agents"], key, val)
             written.append(("agents", key))
         for table, lpm, width in (("rules4", _LPM4, 32), ("rules6", _LPM6, 128)):
             for (idx, plen, addr), ranges in (entries.v4 if width == 32 else entries.v6).items():
@@ -439,7 +445,48 @@ class Enforcer:
         for table, key in self.keys.pop(self.gen, []):
             bpfkit.delete(self.maps[table], key)
         self.keys[new] = written
-        self.gen, self.policy, self.agent_cgids = new, pol, cgids
+        self.gen, self.policy, self.agent_cgids, self.agent_vals = new, pol, cgids, vals
+
+    def rekey(self) -> None:
+        """Give agents whose cgroup was made anew (a unit restarted by systemd: same path,
+        new id) their policy under the new id, and record it.
+
+        Until then the kernel blocks the new cgroup (fail closed). One map update
+        installs the new key, so the agent goes from blocked to its policy at once; a
+        quarantine follows it to the new cgroup (frozen on the next tick). The record's
+        ``proc`` names the new cgroup and id (FORMATS.md has no field for the old one: it
+        is the id of the agent's earlier records).
+        """
+        done: list[tuple[str, int, int, int | None]] = []
+        with self.lock:
+            keys = self.keys.get(self.gen, [])
+            for agent in self.policy.agents:
+                old = self.agent_cgids.get(agent.name)
+                try:
+                    cgid = cgroup_id(self.opts.root / agent.cgroup)
+                except OSError:
+                    continue  # stopped: the old key stays until a new cgroup appears
+                if cgid == old or old is None:
+                    continue
+                new_key = _AGENT_KEY.pack(cgid, self.gen, 0)
+                bpfkit.update(self.maps["agents"], new_key, self.agent_vals[agent.name])
+                keys.append(("agents", new_key))
+                old_key = _AGENT_KEY.pack(old, self.gen, 0)
+                with contextlib.suppress(ValueError):
+                    keys.remove(("agents", old_key))
+                bpfkit.delete(self.maps["agents"], old_key)
+                severed = self.severed(old)
+                if severed is not None:
+                    bpfkit.update(self.maps["quarantined"], cgid.to_bytes(8, "little"),
+                                  severed.to_bytes(8, "little"))
+                    bpfkit.delete(self.maps["quarantined"], old.to_bytes(8, "little"))
+                self.agent_cgids[agent.name] = cgid
+                done.append((agent.name, old, cgid, severed))
+        for name, old, cgid, severed in done:
+            rec = self._agent_record(name, "permit" if severed is None else "quarantine",
+                                     "vantio_rekey", severed or 0)
+            self._send([_json(rec)])
+            log.warning("agent %s re-keyed: cgroup id %d -> %d", name, old, cgid)
 
     def reload(self) -> None:
         try:
@@ -513,6 +560,8 @@ class Enforcer:
                 by_action[action] += 1
             if by_action[2]:
                 self.hup.set()  # a quarantine verdict: freeze without waiting for the tick
+            if any(raw[44] & F_UNKNOWN for raw in raws):
+                self.hup.set()  # a new cgroup was blocked: re-key without waiting for the tick
             done = self._send(batch)
             if done is None:
                 return total  # stopping: the next daemon sends them
@@ -698,6 +747,7 @@ class Enforcer:
             if reload_wanted.is_set():
                 reload_wanted.clear()
                 self.reload()
+            self.rekey()
             self.freeze_quarantined()
             if time.monotonic() - last_tick >= 0.5:
                 last_tick = time.monotonic()

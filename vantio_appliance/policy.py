@@ -30,6 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Sequence[str]]
 
 SLICE: Final = "vantio-agents.slice"
+PARENT_SLICE: Final = "vantio.slice"  # systemd nests SLICE here (the dash in its name)
 NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 HOST_RE: Final = re.compile(
     r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"

@@ -350,6 +350,49 @@ def test_reload_is_atomic_and_applies(stack: Stack, listener: Listener) -> None:
     assert got["udp_denied"] == "ok" and got["denied_addr"] == "EPERM"
 
 
+def test_restarted_agent_is_blocked_until_rekeyed_then_enforced(
+        stack: Stack, listener: Listener) -> None:
+    """What systemd does on a unit restart: the agent's cgroup removed and made anew under
+    the same name (a new id). The daemon is stopped (SIGSTOP) so that it cannot re-key
+    yet: the kernel alone must block the new cgroup, even the destination the policy
+    allows (fail closed). Once the daemon runs, it re-keys and the policy applies."""
+    assert stack.daemon is not None
+    cg = stack.root / "web"
+    old = os.stat(cg).st_ino
+    os.kill(stack.daemon.pid, signal.SIGSTOP)
+    try:
+        cg.rmdir()
+        cg.mkdir()
+        new = os.stat(cg).st_ino
+        assert new != old
+        got = stack.run_agent("web", PROBE.replace("PORT", str(listener.port)))
+        assert got["allowed"] == "EPERM" and got["udp_allowed"] == "EPERM"
+        assert got["denied_addr"] == "EPERM"
+    finally:
+        os.kill(stack.daemon.pid, signal.SIGCONT)
+    recs = stack.wait_records("web", lambda rs: any(
+        r["syscall"]["name"] == "vantio_rekey" for r in rs))
+    blocked = [r for r in recs if r["proc"].get("pid") == got["pid"] and "target_host" in r]
+    assert {r["target_host"] for r in blocked} >= {
+        f"127.0.0.2:{listener.port}", "127.0.0.2:9999"}, blocked
+    for r in blocked:
+        assert r["action"] == "block" and r["syscall"]["args"]["flags"] == enforcer.F_UNKNOWN
+        assert r["proc"]["cgroup"] == f"/{stack.root.name}/web"
+        assert r["proc"]["cgroup_ancestry"][-1] == new
+    execs = [r for r in recs if r["syscall"]["name"] == "execve" and r["proc"]["pid"] ==
+             got["pid"]]
+    assert execs and execs[0]["syscall"]["args"]["flags"] == enforcer.F_UNKNOWN, execs
+    rekey = next(r for r in recs if r["syscall"]["name"] == "vantio_rekey")
+    assert rekey["proc"]["cgroup"] == f"/{stack.root.name}/web"
+    assert rekey["proc"]["cgroup_ancestry"][-1] == new
+    # re-keyed: the agent's own policy again, in the new cgroup
+    got = stack.run_agent("web", PROBE.replace("PORT", str(listener.port)))
+    assert got["allowed"] == "ok" and got["udp_allowed"] == "ok"
+    assert got["denied_addr"] == "EPERM" and got["denied_port"] == "EPERM"
+    st = json.loads(cli("enforcer", "status", "--json", *stack.paths()).stdout)
+    assert next(a for a in st["agents"] if a["name"] == "web")["cgroup_id"] == new
+
+
 def test_killing_the_daemon_leaves_enforcement_in_place(stack: Stack, listener: Listener) -> None:
     stack.stop_daemon(signal.SIGKILL)
     got = stack.run_agent("web", PROBE.replace("PORT", str(listener.port)))
@@ -472,8 +515,8 @@ def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
     from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     b = BPF(src_file=str(enforcer.BPF_SOURCE).encode(), cflags=[
-        "-DAGENT_LEVEL=2", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16", f'-DPIN_DIR="{pins}"',
-        "-w", *cflags])
+        "-DAGENT_LEVEL=2", "-DROOT_CGID=1", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16",
+        f'-DPIN_DIR="{pins}"', "-w", *cflags])
     try:
         calls = set()
         for fn in (*enforcer.PROGRAMS, "on_exec"):

@@ -100,7 +100,7 @@ def test_the_service_contract(unit_text: str) -> None:
     # Writable: the pins and the agents' slice, nothing else of /sys.
     assert _one(s, "ProtectSystem") == "strict" and _one(s, "ProtectKernelTunables") == "yes"
     assert set((_one(s, "ReadWritePaths") or "").split()) == {
-        "/sys/fs/bpf", "/sys/fs/cgroup/vantio-agents.slice"}
+        "/sys/fs/bpf", "/sys/fs/cgroup/vantio.slice/vantio-agents.slice"}
     # bcc compiles against the headers under /lib/modules, which this setting hides.
     assert _one(s, "ProtectKernelModules") in (None, "no")
     assert _one(s, "PrivateNetwork") == "yes" and _one(s, "RestrictAddressFamilies") == "AF_UNIX"

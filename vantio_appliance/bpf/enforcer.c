@@ -1,8 +1,11 @@
 // vantio enforcer: egress decisions for agent cgroups, every decision recorded.
 //
 // Compiled by bcc at enforcer start. Built-in constants (-D): AGENT_LEVEL (cgroup
-// level of agent cgroups: the slice's level + 1), RINGBUF_PAGES, MAX_RANGES, PIN_DIR
-// (a string: the bpffs directory of the pins).
+// level of agent cgroups: the slice's level + 1), ROOT_CGID (the agents root's cgroup
+// id), RINGBUF_PAGES, MAX_RANGES, PIN_DIR (a string: the bpffs directory of the pins).
+// Fail closed: a cgroup below the agents root that the live policy does not know (an
+// agent unit restarted by systemd gets a new cgroup, so a new id, until the daemon
+// re-keys it) is blocked, whatever mode its agent had, and recorded with F_UNKNOWN.
 // The policy lives in maps keyed by a generation number: a reload writes the new
 // generation's entries, then flips `config[0]`, then deletes the old ones, so
 // there is no moment without a policy.
@@ -28,6 +31,7 @@
 
 #define F_MONITOR 1   // not enforced: the action is what enforce mode would have done
 #define F_MAPPED 2    // an IPv4-mapped IPv6 address, decided by the IPv4 rules
+#define F_UNKNOWN 4   // a cgroup below the agents root that no agent of the policy owns
 
 #define P_TCP 1
 #define P_UDP 2
@@ -127,6 +131,48 @@ static __always_inline u32 proto_of(struct bpf_sock_addr *ctx) {
     return P_TCP;
 }
 
+static __always_inline void fill(struct event *e) {
+    e->cgid = bpf_get_current_cgroup_id();
+    u64 pt = bpf_get_current_pid_tgid();
+    e->pid = (u32)pt;
+    e->tgid = pt >> 32;
+    u64 ug = bpf_get_current_uid_gid();
+    e->uid = (u32)ug;
+    e->gid = ug >> 32;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+// The programs are attached to the agents root, so they only run below it: a caller
+// whose agent cgroup the live policy lacks is blocked and recorded (the record's cgroup
+// tells the daemon which new cgroup to re-key). Taken only on a miss: agents pay nothing.
+static __always_inline int unknown(struct bpf_sock_addr *ctx, u32 stage, int v6) {
+    if (bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL - 1) != ROOT_CGID)
+        return 1;  // not below this root (a socket made elsewhere): not ours to decide
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        count_lost(stage, 1);
+        return 0;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    fill(e);
+    if (v6) {
+        e->addr[0] = ctx->user_ip6[0];
+        e->addr[1] = ctx->user_ip6[1];
+        e->addr[2] = ctx->user_ip6[2];
+        e->addr[3] = ctx->user_ip6[3];
+    } else {
+        e->addr[0] = ctx->user_ip4;
+    }
+    e->port = bpf_ntohs((u16)ctx->user_port);
+    e->stage = stage;
+    e->action = BLOCK;
+    e->flags = F_UNKNOWN;
+    e->proto = proto_of(ctx);
+    e->family = v6 ? 6 : 4;
+    events.ringbuf_submit(e, NO_WAKEUP);
+    return 0;
+}
+
 // Decide and record one sock_addr call. family 4: addr[0] holds the IPv4 address.
 static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) {
     u64 agent_cgid = bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL);
@@ -134,7 +180,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
     struct agent_key ak = {.cgid = agent_cgid, .gen = gen};
     struct agent_val *av = agents.lookup(&ak);
     if (!av)
-        return 1;  // not an agent of the live policy
+        return unknown(ctx, stage, v6);
     u32 enforce = av->enforce;
     u32 proto = proto_of(ctx);
     u16 port = bpf_ntohs((u16)ctx->user_port);
@@ -181,13 +227,7 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
         count_lost(stage, enforce);
         return enforce ? 0 : 1;  // no unrecorded permit in enforce mode
     }
-    e->cgid = bpf_get_current_cgroup_id();
-    u64 pt = bpf_get_current_pid_tgid();
-    e->pid = (u32)pt;
-    e->tgid = pt >> 32;
-    u64 ug = bpf_get_current_uid_gid();
-    e->uid = (u32)ug;
-    e->gid = ug >> 32;
+    fill(e);
     e->addr[0] = addr[0]; e->addr[1] = addr[1]; e->addr[2] = addr[2]; e->addr[3] = addr[3];
     e->port = port;
     e->stage = stage;
@@ -196,7 +236,6 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, u32 stage, int v6) 
     e->proto = proto;
     e->family = v6 ? 6 : 4;
     e->pad = 0;
-    bpf_get_current_comm(&e->comm, sizeof(e->comm));
     events.ringbuf_submit(e, NO_WAKEUP);
     if (!enforce)
         return 1;
@@ -225,24 +264,19 @@ int on_exec(struct tracepoint__sched__sched_process_exec *args) {
     u64 agent_cgid = bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL);
     struct agent_key ak = {.cgid = agent_cgid, .gen = live_gen()};
     struct agent_val *av = agents.lookup(&ak);
-    if (!av)
+    // an exec in a cgroup below the root that the policy lacks is recorded too: its
+    // record is often the daemon's first news of a restarted agent
+    if (!av && bpf_get_current_ancestor_cgroup_id(AGENT_LEVEL - 1) != ROOT_CGID)
         return 0;
     struct exec_event *e = events.ringbuf_reserve(sizeof(struct exec_event));
     if (!e) {
-        count_lost(STAGE_EXEC, av->enforce);
+        count_lost(STAGE_EXEC, av ? av->enforce : 1);
         return 0;
     }
     __builtin_memset(e, 0, sizeof(*e));
-    e->h.cgid = bpf_get_current_cgroup_id();
-    u64 pt = bpf_get_current_pid_tgid();
-    e->h.pid = (u32)pt;
-    e->h.tgid = pt >> 32;
-    u64 ug = bpf_get_current_uid_gid();
-    e->h.uid = (u32)ug;
-    e->h.gid = ug >> 32;
+    fill(&e->h);
     e->h.stage = STAGE_EXEC;
-    e->h.flags = av->enforce ? 0 : F_MONITOR;
-    bpf_get_current_comm(&e->h.comm, sizeof(e->h.comm));
+    e->h.flags = !av ? F_UNKNOWN : av->enforce ? 0 : F_MONITOR;
     e->old_pid = args->old_pid;
 #ifndef NO_KERNEL_READ
     TP_DATA_LOC_READ_STR(e->path, filename, sizeof(e->path));
