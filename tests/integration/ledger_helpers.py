@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
+
 from vantio_appliance import writer
 from vantio_appliance.layout import Layout
 
@@ -130,3 +132,14 @@ def all_bytes_under(root: Path, exclude: Sequence[str] = ()) -> bytes:
                 continue
             out += path.read_bytes()
     return bytes(out)
+
+
+def unfinished_seal(ledger: writer.Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three records, a seal whose segment stays open (a writer that failed between the seal
+    record and its +i / next segment), then two more records in that segment."""
+    append_events(ledger, 3)
+    with monkeypatch.context() as m:
+        m.setattr(writer.Ledger, "_finish_seal", lambda self: None)
+        m.setattr(writer.Ledger, "rotate_epoch", lambda self: None)
+        ledger.seal()  # the seal record is durable; the segment stays open
+    append_events(ledger, 2, start=3)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import Media
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ledger_helpers import ORIGIN, REPO, append_events, cli, segments, unlocked
+from ledger_helpers import ORIGIN, REPO, append_events, cli, segments, unfinished_seal, unlocked
 
 from vantio_appliance import anchor, bundle, epoch, keys, merkle, note, reader, writer
 from vantio_appliance import checkpoint as cpmod
@@ -422,12 +422,7 @@ def test_records_after_an_unfinished_seal_are_a_finding_for_both_verifiers(
     media.mkdir()
     outside.mkdir()
     with writer.Ledger(ledger_dir) as w:
-        append_events(w, 3)
-        with monkeypatch.context() as m:
-            m.setattr(writer.Ledger, "_finish_seal", lambda self: None)
-            m.setattr(writer.Ledger, "rotate_epoch", lambda self: None)
-            w.seal()  # the seal record is durable; the segment stays open
-        append_events(w, 2, start=3)
+        unfinished_seal(w, monkeypatch)
         w.seal()
         append_events(w, 1, start=5)
     b = _export(ledger_dir, media, "--custodial")

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ledger_helpers import ORIGIN, append_events, cli, first_failure_line, segments, unlocked
+from ledger_helpers import (
+    ORIGIN,
+    append_events,
+    cli,
+    first_failure_line,
+    segments,
+    unfinished_seal,
+    unlocked,
+)
 
 from vantio_appliance import checkpoint as cpmod
 from vantio_appliance import merkle, note, reader, writer
@@ -250,12 +258,7 @@ def test_records_after_a_seal_that_was_never_finished(ledger_dir: Path, tmp_path
     trusted = tmp_path / "trusted.vkey"
     shutil.copyfile(ledger_dir / "vkey", trusted)
     with writer.Ledger(ledger_dir) as w:
-        append_events(w, 3)
-        with monkeypatch.context() as m:
-            m.setattr(writer.Ledger, "_finish_seal", lambda self: None)
-            m.setattr(writer.Ledger, "rotate_epoch", lambda self: None)
-            w.seal()  # the seal record is durable; the segment stays open
-        append_events(w, 2, start=3)
+        unfinished_seal(w, monkeypatch)
     seal_seq = 2 + 3  # genesis, epoch 0, three events, then the seal
     lines = [ln.data for ln in reader.lines(Layout(ledger_dir))]
     assert b'"kind":"seal"' in lines[seal_seq] and len(lines) > seal_seq + 1
