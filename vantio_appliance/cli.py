@@ -129,7 +129,8 @@ def _write_out(data: bytes, out: str | None) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     origin = args.origin or f"vantio.appliance/{socket.gethostname()}/ledger"
-    verifier = writer.init(args.dir, origin, use_flags=not args.no_flags)
+    identity = keys.load_identity(args.identity_key) if args.identity_key else None
+    verifier = writer.init(args.dir, origin, use_flags=not args.no_flags, identity=identity)
     print(f"initialized ledger in {args.dir}; hand both verifier keys to the auditors "
           "(vkey, then epoch0.vkey):", file=sys.stderr)
     print(verifier)
@@ -503,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "init", cmd_init, "create a ledger: layout, identity key, vkey, "
                  "tenant 'default', genesis record; prints the verifier key")
     p.add_argument("--origin", help="checkpoint origin (default vantio.appliance/<host>/ledger)")
+    p.add_argument("--identity-key", type=Path, metavar="FILE",
+                   help="import this identity key (Ed25519, unencrypted PKCS#8 PEM) instead of "
+                   "generating one: it is checked, copied 0600, and the vkey derived from it")
     p.add_argument("--no-flags", action="store_true",
                    help="do not set +a/+i (file systems or users without CAP_LINUX_IMMUTABLE)")
 
