@@ -11,8 +11,7 @@
 # offline package sources (scripts/offline-repo, built before the clock starts), made its apt
 # source and pip index by molecule/_shared/prepare.yml (untimed). What runs is
 # molecule/appliance/converge.yml: site.yml with the appliance settings of
-# molecule/_shared/vars/appliance.yml, after the enforcer's stand-ins (until the vantio package
-# ships its unit; that play runs the ledger role once more, idempotent) and before the demo agent.
+# molecule/_shared/vars/appliance.yml, then the demo agent.
 # Lynis is the host's package, bind-mounted read-only into both
 # containers, so the image itself stays as it is. Work files go to a temporary directory;
 # containers and work files are removed at the end. Targets (issue 6): first converge < 5 min,

@@ -129,7 +129,8 @@ def _write_out(data: bytes, out: str | None) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     origin = args.origin or f"vantio.appliance/{socket.gethostname()}/ledger"
-    verifier = writer.init(args.dir, origin, use_flags=not args.no_flags)
+    identity = keys.load_identity(args.identity_key) if args.identity_key else None
+    verifier = writer.init(args.dir, origin, use_flags=not args.no_flags, identity=identity)
     print(f"initialized ledger in {args.dir}; hand both verifier keys to the auditors "
           "(vkey, then epoch0.vkey):", file=sys.stderr)
     print(verifier)
@@ -349,7 +350,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
                     use_flags=not args.no_flags, log_level=args.log_level, tls=tls,
-                    epoch_seconds=args.epoch_seconds)
+                    sealing=serve.Sealing(args.segment_bytes, args.segment_age, args.epoch_seconds))
     except RuntimeError as exc:
         _die(str(exc))
     return EXIT_OK
@@ -477,6 +478,32 @@ def _epoch_option(p: argparse.ArgumentParser) -> None:
                    f"(default {writer.DEFAULT_EPOCH_S:g}; also at every seal)")
 
 
+def _positive(conv: Callable[[str], float]) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        value = conv(text)
+        if not value > 0:
+            raise ValueError(text)
+        return value
+    check.__name__ = conv.__name__  # argparse names the type in its error
+    return check
+
+
+def _sealing_options(p: argparse.ArgumentParser) -> None:
+    """When the service seals a segment and rotates the epoch key. Each default comes from the
+    environment first (VANTIO_SEGMENT_BYTES, VANTIO_SEGMENT_AGE, VANTIO_EPOCH_SECONDS: an
+    Environment= drop-in of the packaged unit), checked as the option would be."""
+    for option, var, conv, default, what in [
+            ("--segment-bytes", "VANTIO_SEGMENT_BYTES", int, writer.DEFAULT_SEGMENT_BYTES,
+             "seal the active segment once it holds this many bytes"),
+            ("--segment-age", "VANTIO_SEGMENT_AGE", float, writer.DEFAULT_SEGMENT_AGE_S,
+             "seal the active segment once it is this many seconds old"),
+            ("--epoch-seconds", "VANTIO_EPOCH_SECONDS", float, writer.DEFAULT_EPOCH_S,
+             "begin a new epoch key when the current one is this old (also at every seal)")]:
+        p.add_argument(option, type=_positive(conv), default=os.environ.get(var, str(default)),
+                       metavar="N" if conv is int else "S",
+                       help=f"{what} (default ${var}, else {default})")
+
+
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help_: str,
              ledger_dir: bool = True) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
@@ -503,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "init", cmd_init, "create a ledger: layout, identity key, vkey, "
                  "tenant 'default', genesis record; prints the verifier key")
     p.add_argument("--origin", help="checkpoint origin (default vantio.appliance/<host>/ledger)")
+    p.add_argument("--identity-key", type=Path, metavar="FILE",
+                   help="import this identity key (Ed25519, unencrypted PKCS#8 PEM) instead of "
+                   "generating one: it is checked, copied 0600, and the vkey derived from it")
     p.add_argument("--no-flags", action="store_true",
                    help="do not set +a/+i (file systems or users without CAP_LINUX_IMMUTABLE)")
 
@@ -576,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-mode", default="660", help="socket file mode, octal (default 660)")
     p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
     _tls_options(p, "also serve TCP with TLS, through a front process (see vantio front)")
-    _epoch_option(p)
+    _sealing_options(p)
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 
     p = _command(top, "front", cmd_front, "serve TCP with TLS in front of the service's unix "

@@ -37,7 +37,16 @@ from .commit import Busy, GroupCommitter
 from .index import Index
 from .records import EventFields, GapFields, validation_error
 from .records import Tenant as TenantName
-from .writer import Ack, EpochKeyGone, Ledger, LedgerUnavailable, Submission
+from .writer import (
+    DEFAULT_EPOCH_S,
+    DEFAULT_SEGMENT_AGE_S,
+    DEFAULT_SEGMENT_BYTES,
+    Ack,
+    EpochKeyGone,
+    Ledger,
+    LedgerUnavailable,
+    Submission,
+)
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as Protocol
@@ -279,9 +288,11 @@ class App:
     # -- lifespan ------------------------------------------------------------------
 
     def start(self, root: Path, use_flags: bool, loop: asyncio.AbstractEventLoop) -> None:
-        epoch_s = os.environ.get("VANTIO_EPOCH_SECONDS")
-        ledger = (Ledger(root, use_flags=use_flags, epoch_seconds=float(epoch_s)) if epoch_s
-                  else Ledger(root, use_flags=use_flags))
+        env = os.environ.get
+        ledger = Ledger(root, use_flags=use_flags,
+                        segment_bytes=int(env("VANTIO_SEGMENT_BYTES") or DEFAULT_SEGMENT_BYTES),
+                        segment_age_s=float(env("VANTIO_SEGMENT_AGE") or DEFAULT_SEGMENT_AGE_S),
+                        epoch_seconds=float(env("VANTIO_EPOCH_SECONDS") or DEFAULT_EPOCH_S))
         index = Index(ledger.layout)
         index.load()
         ledger.observer = index.observe

@@ -59,12 +59,15 @@ def make_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+def write_key(path: Path, key: Ed25519PrivateKey) -> Ed25519PrivateKey:
+    """Write ``key`` to ``path`` (PKCS#8 PEM, 0600, durable, exclusive)."""
+    write_private(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    return key
+
+
 def generate_key(path: Path) -> Ed25519PrivateKey:
     """A new Ed25519 key, written to ``path`` (PKCS#8 PEM, 0600, durable, exclusive)."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    write_private(path, pem)
-    return key
+    return write_key(path, Ed25519PrivateKey.generate())
 
 
 def generate_identity(path: Path) -> Ed25519PrivateKey:
@@ -74,7 +77,7 @@ def generate_identity(path: Path) -> Ed25519PrivateKey:
 def load_key(path: Path, what: str = "identity key") -> Ed25519PrivateKey:
     try:
         key = load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:  # TypeError: encrypted
         raise KeyFileError(f"cannot load {what} {path}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path} is not an Ed25519 key")

@@ -48,17 +48,28 @@ class TLS:
     key: Path
 
 
+@dataclass(frozen=True)
+class Sealing:
+    """When the writer seals the active segment (bytes, seconds) and rotates the epoch key."""
+
+    segment_bytes: int
+    segment_age_s: float
+    epoch_seconds: float
+
+
 def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
           group: str | None = None, use_flags: bool = True, log_level: str = "info",
-          tls: TLS | None = None, epoch_seconds: float | None = None) -> None:
+          tls: TLS | None = None, sealing: Sealing | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the queue is drained and the ledger closed on the way out."""
     sock.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     _clear_stale(sock)
     os.environ.update({"VANTIO_LEDGER_DIR": str(root), "VANTIO_SOCKET": str(sock),
                        "VANTIO_NO_FLAGS": "0" if use_flags else "1",
                        "VANTIO_SOCKET_GROUP": group or ""})
-    if epoch_seconds is not None:
-        os.environ["VANTIO_EPOCH_SECONDS"] = str(epoch_seconds)
+    if sealing is not None:  # read by ingest.App.start in the worker
+        os.environ.update({"VANTIO_SEGMENT_BYTES": str(sealing.segment_bytes),
+                           "VANTIO_SEGMENT_AGE": str(sealing.segment_age_s),
+                           "VANTIO_EPOCH_SECONDS": str(sealing.epoch_seconds)})
     tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
     try:  # uvloop: +25-70% requests/s over asyncio in bench/ingest.py --granian-matrix
         Granian("vantio_appliance.ingest:app", interface=Interfaces.RSGI, uds=sock,

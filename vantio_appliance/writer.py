@@ -787,16 +787,20 @@ class Ledger:
         self.close()
 
 
-def init(root: Path, origin: str, *, use_flags: bool = True) -> note.Verifier:
-    """Create a ledger directory: identity key, vkey, epoch-0 key and epoch0.vkey, tenant
-    `default`, then the genesis and epoch-0 records. Returns the identity verifier key
-    (``epoch0_verifier`` reads the other public key an auditor needs)."""
+def init(root: Path, origin: str, *, use_flags: bool = True,
+         identity: Ed25519PrivateKey | None = None) -> note.Verifier:
+    """Create a ledger directory: identity key (``identity``, imported, or a new one), vkey,
+    epoch-0 key and epoch0.vkey, tenant `default`, then the genesis and epoch-0 records.
+    Returns the identity verifier key (``epoch0_verifier`` reads the other public key an
+    auditor needs)."""
     layout = Layout(root)
     if layout.identity.exists() or layout.segment_names():
         raise LedgerError(f"{root} holds a ledger already")
     root.mkdir(mode=0o750, parents=True, exist_ok=True)
     keys.make_private_dir(layout.keys)
-    verifier = note.Signer(origin, keys.generate_identity(layout.identity)).verifier
+    key = (keys.write_key(layout.identity, identity) if identity is not None
+           else keys.generate_identity(layout.identity))
+    verifier = note.Signer(origin, key).verifier
     osutil.replace_file(layout.vkey, f"{verifier}\n".encode(), 0o644, durable=True)
     epoch0 = note.Signer(epoch.key_name(origin, 0), keys.generate_key(layout.epoch_key))
     osutil.replace_file(layout.epoch0_vkey, f"{epoch0.verifier}\n".encode(), 0o644,

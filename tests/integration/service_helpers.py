@@ -417,14 +417,16 @@ class Server:
 
 
 @contextlib.contextmanager
-def fresh_service(base: Path) -> Iterator[tuple[Path, Path, Server, str, str]]:
-    """A new ledger in ``base`` with a writer and a reader tenant, served on a socket there:
-    (ledger root, socket, server, writer key, reader key); flags cleared afterwards."""
+def fresh_service(base: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = (),
+                  ) -> Iterator[tuple[Path, Path, Server, str, str]]:
+    """A new ledger in ``base`` with a writer and a reader tenant, served on a socket there
+    (``vantio serve`` with ``args`` and ``env`` added): (ledger root, socket, server, writer key,
+    reader key); flags cleared afterwards."""
     root = base / "ledger"
     writer.init(root, ORIGIN)
     try:
         key, reader = add_tenant(root, "acme"), add_tenant(root, "auditor", "reader")
-        with running(root, base / "ingest.sock", base / "server.log") as server:
+        with running(root, base / "ingest.sock", base / "server.log", env, args) as server:
             yield root, base / "ingest.sock", server, key, reader
     finally:
         clear_flags(root)

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 from ledger_helpers import ORIGIN, all_bytes_under, cli, cli_env, event, segments
 
 from vantio_appliance import checkpoint as cpmod
@@ -115,6 +122,44 @@ def test_init_prints_the_vkey_and_keeps_keys_private(tmp_path: Path) -> None:
     again = cli("ledger", "init", "--dir", root, "--origin", ORIGIN)
     assert again.returncode == 2 and "already" in again.stderr and again.stdout == ""
     assert (root / "vkey").read_text().strip() == vkey_text
+
+
+def test_init_imports_an_identity_key(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    source = tmp_path / "identity.pem"
+    source.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    root = tmp_path / "l"
+    res = _ok(cli("ledger", "init", "--dir", root, "--origin", ORIGIN,
+                  "--identity-key", source, umask=0))
+    # the printed vkey and the vkey file are the imported key's verifier
+    expected = str(note.Signer(ORIGIN, key).verifier)
+    assert res.stdout.splitlines()[0] == expected
+    assert (root / "vkey").read_text().strip() == expected
+    identity = Layout(root).identity
+    assert _mode(identity) == 0o600
+    copied = keys.load_identity(identity)
+    assert copied.public_key().public_bytes_raw() == key.public_key().public_bytes_raw()
+    cp = cpmod.open_signed((root / "checkpoint").read_bytes(), [note.Verifier.parse(expected)])
+    assert cp.size == 2
+    assert verify_dir(root, note.Verifier.parse(expected)).ok
+
+
+@pytest.mark.parametrize("content", [
+    b"not a key\n",
+    Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"secret")),
+    ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+], ids=["garbage", "encrypted", "not-ed25519"])
+def test_init_refuses_a_bad_identity_key(tmp_path: Path, content: bytes) -> None:
+    source = tmp_path / "identity.pem"
+    source.write_bytes(content)
+    root = tmp_path / "l"
+    res = cli("ledger", "init", "--dir", root, "--origin", ORIGIN, "--identity-key", source)
+    assert res.returncode == 2 and str(source) in res.stderr and res.stdout == ""
+    assert not root.exists()  # nothing made before the key was checked
+    missing = cli("ledger", "init", "--dir", root, "--identity-key", tmp_path / "absent.pem")
+    assert missing.returncode == 2 and "absent.pem" in missing.stderr
 
 
 def test_tenant_add_prints_the_key_once(ledger_dir: Path) -> None:

@@ -5,8 +5,12 @@ and a record submitted through the unix socket lands in a ledger that verifies."
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+
+from vantio_appliance import keys, note
 
 LEDGER = "/var/log/vantio"
 SOCKET = "/run/vantio/ingest.sock"
@@ -87,9 +91,23 @@ def test_tenant_key_files_are_0600(host) -> None:
         assert key.content_string.startswith("vt_")
 
 
-def test_epoch_rotation_drop_in_in_effect(host) -> None:
+def test_sealing_and_rotation_drop_in_in_effect(host) -> None:
+    # the packaged command line, unchanged; the settings reach vantio serve through its environment
     cmd = host.run("systemctl show -p ExecStart --value vantio-ledger.service").stdout
-    assert "--epoch-seconds 900" in cmd
+    assert "vantio serve --dir /var/log/vantio" in cmd and "--segment" not in cmd
+    pid = host.run("systemctl show -p MainPID --value vantio-ledger.service").stdout.strip()
+    environ = host.run(f"cat /proc/{pid}/environ").stdout.split("\0")
+    for setting in ["VANTIO_SEGMENT_BYTES=1048576", "VANTIO_SEGMENT_AGE=86400",
+                    "VANTIO_EPOCH_SECONDS=900"]:
+        assert setting in environ, setting
+
+
+def test_identity_key_imported_from_the_controller(host) -> None:
+    # converge.yml made the key on the controller: the ledger's vkey is its verifier key
+    key = keys.load_identity(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "identity.key")
+    vkey = host.file(f"{LEDGER}/vkey").content_string.strip()
+    assert str(note.Signer(note.Verifier.parse(vkey).name, key).verifier) == vkey
+    assert not host.file(f"{LEDGER}/.identity-import.key").exists  # only in keys/, 0600
 
 
 def test_record_ingested_through_the_socket_and_ledger_verifies(host) -> None:
