@@ -27,7 +27,7 @@ EXEC_START: Final = ("/usr/bin/vantio enforcer run --policy /etc/vantio/policy.y
 #: The target, justified in docs/enforcer.md ("The unit"): a loader of kernel programs
 #: cannot reach the ledger's 2.0-or-lower band by much; it must stay in "OK".
 MAX_EXPOSURE: Final = 2.0
-CAPABILITIES: Final = {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}
+CAPABILITIES: Final = {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"}
 
 NEEDED_SYSCALLS: Final = {
     "bpf": "load programs, create and update maps, pin, attach",
