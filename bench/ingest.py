@@ -40,6 +40,11 @@ through the batch endpoint. Figures and verdicts only; nothing is asserted.
     .venv/bin/python bench/ingest.py --profile [--profile-seconds S]
     .venv/bin/python bench/ingest.py --granian-matrix [--repeat N] [--configs NAME,...]
 
+For vantio, the service's fdatasync histogram (/metrics) is read before and
+after each load: how many group writes it made, and how many of them took
+over 5 and over 10 ms. A 201 waits for its group's fdatasync, so a disk that
+stalls sets the latency tail whatever the server does.
+
 The host's other work is measured beside each load ("other processes,
 cores": CPU the host spent outside the server and the load generator);
 figures taken while it is well above zero are low. The single-record figures
@@ -109,6 +114,7 @@ TARGET_RPS: Final = 20_000
 TARGET_P99_MS: Final = 10.0
 TARGET_BATCH: Final = 100_000
 SERVERS: Final = ("vantio", "sqlite", "null")
+LOADS: Final = ("single", "open", "batch1000", "batch100")
 LABELS: Final = {"vantio": "vantio", "sqlite": "SQLite", "null": "no store"}
 
 
@@ -150,7 +156,7 @@ class Load:
 
 
 def make_loads(args: argparse.Namespace) -> list[Load]:
-    return [
+    loads = [
         Load("single", f"single, {args.conns} conns, closed loop", 1, args.conns, 0),
         Load("open", f"single, {args.rate:,.0f}/s offered, open loop", 1, args.conns,
              args.rate),
@@ -158,6 +164,7 @@ def make_loads(args: argparse.Namespace) -> list[Load]:
              0),
         Load("batch100", f"batch of 100, {args.batch_conns} conns", 100, args.batch_conns, 0),
     ]
+    return [ld for ld in loads if not args.loads or ld.key in args.loads]
 
 
 def event_bodies() -> list[bytes]:
@@ -316,6 +323,31 @@ def healthz(sock: Path) -> bool:
         return False
 
 
+def fsync_buckets(sock: Path) -> dict[str, float]:
+    """The service's fdatasync histogram from /metrics: cumulative count by bound ("le")."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(sock))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith('vantio_fsync_seconds_bucket{le="'):
+            name, value = line.rsplit(" ", 1)
+            out[name.split('"')[1]] = float(value)
+    return out
+
+
+def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """fdatasyncs during a load: how many, and how many took over 5 and 10 ms."""
+    delta = {le: after[le] - before.get(le, 0.0) for le in after}
+    count = delta.get("+Inf", 0.0)
+    return {"count": int(count), "over_5ms": int(count - delta.get("0.005", count)),
+            "over_10ms": int(count - delta.get("0.01", count))}
+
+
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VANTIO_", "GRANIAN_"))}
     env.pop("NOTIFY_SOCKET", None)
@@ -372,6 +404,7 @@ def run_load(loadgen: Path, server: Server, load: Load, requests: Path, api_key:
         f"({args.warmup:g} s warm-up + {args.duration:g} s) ...", end="")
     cpu0, t0, host0 = server.cpu_seconds(), time.perf_counter(), host_cpu()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fsync0 = fsync_buckets(server.sock) if server.name == "vantio" else None
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           timeout=args.warmup + args.duration + 180)
     wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
@@ -383,6 +416,8 @@ def run_load(loadgen: Path, server: Server, load: Load, requests: Path, api_key:
     result: dict[str, Any] = json.loads(proc.stdout)
     result["loadgen_stderr"] = proc.stderr.strip()
     result["batch"] = load.batch
+    if fsync0 is not None:
+        result["fsync"] = fsync_figures(fsync0, fsync_buckets(server.sock))
     result["server_cpu_cores"] = cpu / wall
     # CPU the host spent on anything but this server and the load generator: other
     # processes share the cores (and the disk), and figures taken beside them are lower
@@ -484,6 +519,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["runs_records_per_s"] = [r["records_per_s"] for r in runs]
     out["runs_p99_ms"] = [r["latency_ms"]["p99"] for r in runs]
     out["sample_ok"] = all(r["sample_ok"] for r in runs)
+    if "fsync" in runs[0]:
+        out["runs_fsync"] = [r["fsync"] for r in runs]
     return out
 
 
@@ -650,6 +687,9 @@ def print_table(result: dict[str, Any], work: Path) -> None:
                  for r in loads])
         row("", "server CPU: cores, us/rec",
             [f"{r['server_cpu_cores']:.2f}, {r['server_cpu_us_per_record']:.1f}" for r in loads])
+        row("", "fdatasyncs: n, >5 ms, >10 ms",
+            [", ".join(f"{f['count']:,}/{f['over_5ms']}/{f['over_10ms']}"
+                       for f in r["runs_fsync"]) if "runs_fsync" in r else "-" for r in loads])
         row("", "loadgen CPU s", [f"{r['client_cpu_s']:.2f}" for r in loads])
         row("", "other processes, cores", [f"{r['other_cpu_cores']:.2f}" for r in loads])
         if result["repeat"] > 1:
@@ -776,7 +816,8 @@ def profile(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
         def drive() -> None:
             try:
-                box["load"] = run_load(loadgen, server, load, files[1], api_key, lg_args, work)
+                box["load"] = run_load(loadgen, server, load, files[load.batch], api_key, lg_args,
+                                       work)
             except Exception as exc:  # reported below
                 box["error"] = exc
 
@@ -995,6 +1036,8 @@ def main() -> int:
                     help="connections for the batch loads (default 4)")
     ap.add_argument("--skip", default="", type=lambda s: {x for x in s.split(",") if x},
                     help="servers to leave out, comma-separated: vantio,sqlite,null")
+    ap.add_argument("--loads", default="", type=lambda s: {x for x in s.split(",") if x},
+                    help="only these loads, comma-separated: single,open,batch1000,batch100")
     ap.add_argument("--dir", type=Path, metavar="DIR",
                     help="make the work directory in DIR (default: the system temp dir)")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -1016,6 +1059,8 @@ def main() -> int:
             or args.repeat < 1):
         ap.error("--duration, --conns, --batch-conns and --repeat must be positive, "
                  "--warmup >= 0")
+    if args.loads - set(LOADS):
+        ap.error(f"--loads: unknown load {sorted(args.loads - set(LOADS))}")
     if args.skip - set(SERVERS):
         ap.error(f"--skip: unknown server {sorted(args.skip - set(SERVERS))}")
     if shutil.which("gcc") is None:

@@ -52,6 +52,7 @@ from vantio_appliance.ingest import (
     Response,
     TenantKeys,
     accepted,
+    batch_body,
     parse_batch,
     parse_event,
     read_body,
@@ -261,8 +262,7 @@ class App:
                                                      ("x-vantio-signature", acks[0].receipt)]
         signature = hmac.digest(tenant.api_key.encode(),
                                 "\n".join(a.trace_id for a in acks).encode(), "sha256").hex()
-        return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
-                            ), [JSON_TYPE, ("x-vantio-signature", signature)]
+        return 201, batch_body(acks), [JSON_TYPE, ("x-vantio-signature", signature)]
 
     async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
         if self.committer is None:  # null_app: acknowledge at once, store nothing

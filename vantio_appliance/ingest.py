@@ -35,7 +35,7 @@ from . import checkpoint as cpmod
 from ._internal import notify
 from .commit import Busy, GroupCommitter
 from .index import Index
-from .records import EventFields, GapFields, validation_error
+from .records import EventFields, GapFields, Time, validation_error
 from .records import Tenant as TenantName
 from .writer import (
     DEFAULT_EPOCH_S,
@@ -426,8 +426,7 @@ class App:
         events = parse_batch(await read_body(scope, proto, MAX_BATCH_BODY))
         acks = await self._commit(tenant, events, batch=True)
         signature = _batch_signature(tenant.api_key, [a.trace_id for a in acks])
-        return 201, _ENCODE({"records": [{**accepted(a), "receipt": a.receipt} for a in acks]}
-                            ), [JSON_TYPE, ("x-vantio-signature", signature)]
+        return 201, batch_body(acks), [JSON_TYPE, ("x-vantio-signature", signature)]
 
     def _signed(self, size: int, root: bytes) -> bytes | None:
         """Identity and epoch signatures (writer.Ledger.sign_checkpoint); None when the epoch
@@ -463,14 +462,12 @@ class App:
 
     def _metrics(self) -> str:
         assert self.committer is not None and self.ledger is not None
-        fsyncs, seconds = self.ledger.fsync_stats
         lines = [
             "# TYPE vantio_records_total counter", f"vantio_records_total {self.metrics.records}",
             "# TYPE vantio_commits_total counter", f"vantio_commits_total {self.metrics.commits}",
             "# TYPE vantio_queue_depth gauge", f"vantio_queue_depth {self.committer.depth}",
             "# TYPE vantio_ledger_size gauge", f"vantio_ledger_size {self.ledger.size}",
-            "# TYPE vantio_fsync_seconds summary", f"vantio_fsync_seconds_count {fsyncs}",
-            f"vantio_fsync_seconds_sum {seconds:.6f}",
+            *self.ledger.fsync_seconds.prometheus("vantio_fsync_seconds"),
             "# TYPE vantio_refusals_total counter",
             *(f'vantio_refusals_total{{status="{k}"}} {v}'
               for k, v in sorted(self.metrics.refusals.items())),
@@ -509,9 +506,32 @@ async def read_body(scope: Scope, proto: Protocol, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def accepted(ack: Ack) -> dict[str, Any]:
-    return {"trace_id": ack.trace_id, "seq": ack.seq, "leaf_hash": ack.leaf_hash.hex(),
-            "time": msgspec.to_builtins(ack.time)}
+class Accepted(msgspec.Struct, gc=False):
+    """The body of a 201 for one record (Structs: a batch's 1000 of them encode at a third
+    of the cost of dicts)."""
+
+    trace_id: str
+    seq: int
+    leaf_hash: str  # hex
+    time: Time
+
+
+class _Receipted(Accepted, gc=False):
+    receipt: str  # hex, as x-vantio-signature for one record
+
+
+class _Accepted(msgspec.Struct, gc=False):
+    records: list[_Receipted]
+
+
+def accepted(ack: Ack) -> Accepted:
+    return Accepted(ack.trace_id, ack.seq, ack.leaf_hash.hex(), ack.time)
+
+
+def batch_body(acks: list[Ack]) -> bytes:
+    """The body of a 201 for a batch: each record's acceptance with its receipt."""
+    return _ENCODE(_Accepted([_Receipted(a.trace_id, a.seq, a.leaf_hash.hex(), a.time,
+                                         a.receipt) for a in acks]))
 
 
 def _batch_signature(api_key: str, trace_ids: list[str]) -> str:

@@ -37,6 +37,7 @@ from msgspec import UNSET
 from . import checkpoint as cpmod
 from . import epoch, keys, merkle, note, retention
 from ._internal import osutil
+from ._internal.histogram import Histogram
 from ._internal.latest import LatestFile
 from .canonical import CanonicalError, decode, encode, encode_lines
 from .layout import Layout, segment_first_seq, segment_name
@@ -169,7 +170,7 @@ class Ledger:
             self._published_at = 0.0
             self._unpublished = False
             self._checkpoint_file = LatestFile(self.layout.checkpoint)
-            self.fsync_stats = (0, 0.0)  # (count, seconds): for the service's metrics
+            self.fsync_seconds = Histogram()  # for the service's metrics
             #: called after every durable write: (segment, offset of the first record,
             #: the record lines, their leaf hashes); the service's hot index uses it
             self.observer: Callable[[str, int, bytes, list[bytes]], None] | None = None
@@ -498,8 +499,7 @@ class Ledger:
                 view = view[os.write(self._fd, view):]
             started = time.perf_counter()
             os.fdatasync(self._fd)
-            self.fsync_stats = (self.fsync_stats[0] + 1,
-                                self.fsync_stats[1] + time.perf_counter() - started)
+            self.fsync_seconds.observe(time.perf_counter() - started)
         except OSError as exc:
             self._dirty = True
             raise LedgerUnavailable(f"ledger write failed: {exc.strerror}") from None

@@ -243,6 +243,10 @@ def test_metrics_count_and_move(svc: Svc) -> None:
     assert 1 <= delta("vantio_commits_total") <= 3  # sequential requests: one group each
     assert delta("vantio_fsync_seconds_count") >= 3
     assert delta("vantio_fsync_seconds_sum") > 0
+    # the histogram's buckets are cumulative and the last one counts every fdatasync
+    buckets = [v for k, v in after.items() if k.startswith("vantio_fsync_seconds_bucket")]
+    assert buckets == sorted(buckets) and len(buckets) >= 2
+    assert after['vantio_fsync_seconds_bucket{le="+Inf"}'] == after["vantio_fsync_seconds_count"]
     assert after["vantio_queue_depth"] == 0  # at rest
     for status in ("422", "401", "415"):
         assert delta(f'vantio_refusals_total{{status="{status}"}}') == 1, status
