@@ -31,7 +31,11 @@ from .layout import Layout
 
 RANGE: Final = "range"
 RECORDS: Final = "records"
-RANGE_HEADER: Final = "vantio.appliance/record-range@v1"
+RANGE_HEADER: Final = "vantio.appliance/record-range@v2"
+#: records (two files each) a directory of ``records/`` holds: a FAT directory takes at most
+#: 65,536 entries and a long name three of them, so a flat ``records/`` broke vfat media
+#: past about 10,000 records
+RECORDS_PER_DIR: Final = 1000
 _REAL_NS: Final = re.compile(rb'"real_ns":([0-9]+)')  # canonical: only the record's time
 
 
@@ -69,12 +73,18 @@ class Range:
             raise bundle.BundleFormatError(f"the range file is not a {RANGE_HEADER}") from None
 
 
+def _stem(seq: int) -> str:
+    """``records/<seq // 1000, 13 digits>/<seq, 16 digits>``: the directory's name is the
+    first 13 digits of its records' names."""
+    return f"{RECORDS}/{seq // RECORDS_PER_DIR:013d}/{seq:016d}"
+
+
 def record_name(seq: int) -> str:
-    return f"{RECORDS}/{seq:016d}.record"
+    return f"{_stem(seq)}.record"
 
 
 def proof_name(seq: int) -> str:
-    return f"{RECORDS}/{seq:016d}.tlog-proof"
+    return f"{_stem(seq)}.tlog-proof"
 
 
 def parse_time(text: str) -> int:
@@ -182,8 +192,9 @@ Records:       seq {rng.first} to {rng.last}, {rng.last - rng.first + 1} records
 Proved in:     the checkpoint of tree size {cp.size}, root
                {base64.b64encode(cp.root).decode()}
 
-records/<seq>.record is a record's line; records/<seq>.tlog-proof proves it is
-leaf <seq> of the tree the file `checkpoint` signs. Check it all with the
+records/<dir>/<seq>.record is a record's line; records/<dir>/<seq>.tlog-proof
+proves it is leaf <seq> of the tree the file `checkpoint` signs (<seq> has 16
+digits; <dir>, its first 13, holds 1000 records). Check it all with the
 log's public keys, obtained from the operator out of band (its identity key
 and epoch-0 key, one a line, in e.g. trusted.keys):
 

@@ -66,13 +66,14 @@ def exported(ledger_dir: Path, groups: list[list[int]], tmp_path: Path) -> Path:
 
 def test_export_holds_every_record_of_the_period_with_its_proof(
         ledger_dir: Path, groups: list[list[int]], exported: Path, tmp_path: Path) -> None:
-    records = sorted(p.name for p in (exported / "records").iterdir())
+    records = sorted(p.relative_to(exported).as_posix() for p in _files(exported / "records"))
     seqs = range(groups[0][0], groups[1][-1] + 1)
-    assert records == sorted([f"{s:016d}.record" for s in seqs]
-                             + [f"{s:016d}.tlog-proof" for s in seqs])
+    assert records == sorted([f"records/0000000000000/{s:016d}.record" for s in seqs]
+                             + [f"records/0000000000000/{s:016d}.tlog-proof" for s in seqs])
     assert not any(f"{s:016d}" in " ".join(records) for s in groups[2])
     line = reader.find(Layout(ledger_dir), seq=groups[1][0]).data
-    assert (exported / "records" / f"{groups[1][0]:016d}.record").read_bytes() == line + b"\n"
+    assert (exported / "records" / "0000000000000" / f"{groups[1][0]:016d}.record"
+            ).read_bytes() == line + b"\n"
     keys = _trusted(ledger_dir, tmp_path / "trusted.keys")
     code, report = _verify(exported, keys)
     assert code == 0, report
@@ -87,6 +88,35 @@ def test_export_holds_every_record_of_the_period_with_its_proof(
     assert code == 0 and _statuses(alone)["range"] == "ok", alone
 
 
+def _files(top: Path) -> list[Path]:
+    return [p for p in top.rglob("*") if p.is_file()]
+
+
+def test_records_are_filed_1000_a_directory(ledger_dir: Path, tmp_path: Path) -> None:
+    """A period of 2,500 records spans directories of at most 1000 records (vfat media
+    take about 10,000 long names a directory), and both verifiers find every one."""
+    with writer.Ledger(ledger_dir) as ledger:
+        seqs = [a.seq for a in append_events(ledger, 2500)]
+    out = tmp_path / "r"
+    result = _export(ledger_dir, out, _floor_us(_time(ledger_dir, seqs[0])),
+                     _floor_us(_time(ledger_dir, seqs[-1])) + 1000)
+    assert (result["first"], result["last"]) == (seqs[0], seqs[-1])
+    dirs = sorted((out / "records").iterdir())
+    assert [d.name for d in dirs] == [f"{k:013d}" for k in range(seqs[0] // 1000,
+                                                                seqs[-1] // 1000 + 1)]
+    for d in dirs:
+        names = sorted(p.name for p in d.iterdir())
+        assert len(names) <= 2000 and all(n.startswith(d.name) for n in names), d
+    assert len(_files(out / "records")) == 2 * len(seqs)
+    keys = _trusted(ledger_dir, tmp_path / "trusted.keys")
+    code, report = _verify(out, keys)
+    assert code == 0 and _statuses(report)["range"] == "ok", report
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    code, alone = _standalone(out, keys, outside)
+    assert code == 0 and _statuses(alone)["range"] == "ok", alone
+
+
 def test_a_period_inside_one_group(ledger_dir: Path, groups: list[list[int]],
                                    tmp_path: Path) -> None:
     t = _floor_us(_time(ledger_dir, groups[2][0]))
@@ -96,19 +126,19 @@ def test_a_period_inside_one_group(ledger_dir: Path, groups: list[list[int]],
 
 
 def _tamper_record(b: Path) -> None:
-    r = next((b / "records").glob("*.record"))
+    r = next((b / "records").glob("*/*.record"))
     r.write_bytes(r.read_bytes().replace(b'"pid":', b'"pid":9', 1))
 
 
 def _swap_proofs(b: Path) -> None:
-    a, c = sorted((b / "records").glob("*.tlog-proof"))[-2:]
+    a, c = sorted((b / "records").glob("*/*.tlog-proof"))[-2:]
     data = a.read_bytes()
     a.write_bytes(c.read_bytes())
     c.write_bytes(data)
 
 
 def _drop_record(b: Path) -> None:
-    victim = sorted((b / "records").glob("*.record"))[-1]
+    victim = sorted((b / "records").glob("*/*.record"))[-1]
     victim.unlink()
     victim.with_suffix(".tlog-proof").unlink()
 

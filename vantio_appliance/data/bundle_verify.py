@@ -693,6 +693,11 @@ def check_proofs(b: Bundle, chain: Chain) -> Check:
                  + (f"; {len(others)} more" if others else ""))
 
 
+def _record_file(seq: int, ext: str) -> str:
+    """records/<seq // 1000, 13 digits>/<seq, 16 digits>.<ext> (1000 records a directory)."""
+    return f"records/{seq // 1000:013d}/{seq:016d}.{ext}"
+
+
 def check_range(b: Bundle) -> Check:
     """A regulator export: records/ holds exactly the seqs the range file names, each a
     record of that seq beside its tlog-proof, the first and last stamped in the period."""
@@ -702,14 +707,14 @@ def check_range(b: Bundle) -> Check:
     try:
         head, *fields, end = data.decode().split("\n")
         pairs = [f.split(" ") for f in fields]
-        if head != "vantio.appliance/record-range@v1" or end != "" or [
+        if head != "vantio.appliance/record-range@v2" or end != "" or [
                 p[0] for p in pairs] != ["from", "to", "first", "last"]:
             raise ValueError
         start, stop, first, last = (int(p[1]) for p in pairs)
     except (UnicodeDecodeError, ValueError, IndexError):
-        return failed("range", ["the range file is not a vantio.appliance/record-range@v1"])
+        return failed("range", ["the range file is not a vantio.appliance/record-range@v2"])
     findings = []
-    expected = {f"records/{seq:016d}.{ext}" for seq in range(first, last + 1)
+    expected = {_record_file(seq, ext) for seq in range(first, last + 1)
                 for ext in ("record", "tlog-proof")}
     present = {rel for rel in b.files if rel.startswith("records/")}
     findings += [f"{rel} is missing: the range names seqs {first}..{last}"
@@ -717,13 +722,13 @@ def check_range(b: Bundle) -> Check:
     findings += [f"{rel} is outside the range's seqs {first}..{last}"
                  for rel in sorted(present - expected)]
     for seq in range(first, last + 1):
-        line = b.read(f"records/{seq:016d}.record")
+        line = b.read(_record_file(seq, "record"))
         if line is None:
             continue
         try:
             rec = parse_record(line.rstrip(b"\n"))
         except Bad as exc:
-            findings.append(f"records/{seq:016d}.record: not a record: {exc}")
+            findings.append(f"{_record_file(seq, 'record')}: not a record: {exc}")
             continue
         if rec["seq"] != seq:
             findings.append(f"records/{seq:016d}.record holds seq {rec['seq']}")
