@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from . import __version__, keys
+from . import __version__, keys, reader
 from . import checkpoint as cpmod
 from ._internal import notify
 from .commit import Busy, GroupCommitter
@@ -451,7 +451,7 @@ class App:
         for _ in range(3):
             found = self.index.find(trace_id)  # reader keys are auditors': they read all tenants
             if found is None:
-                raise HTTPError(404, "no record with this trace id")
+                raise HTTPError(404, self._not_found())
             if (signed := self._signed(found.size, found.root)) is not None:
                 break
         else:
@@ -459,6 +459,18 @@ class App:
         proof = cpmod.format_inclusion(found.seq, found.path, signed)
         return 200, _ENCODE({"record": msgspec.Raw(found.line), "seq": found.seq,
                              "proof": proof.decode()}), [JSON_TYPE]
+
+    def _not_found(self) -> str:
+        """A 404's reason; after an expire it says that the record may be one of those
+        deleted (their trace ids are gone with them, so the service cannot tell)."""
+        assert self.index is not None
+        try:
+            edge = reader.expired_edge(self.index.layout).size
+        except reader.ReadError:
+            edge = 0
+        return "no record with this trace id" + (
+            f" (the records before seq {edge} expired: vantio ledger expire deleted them)"
+            if edge else "")
 
     def _metrics(self) -> str:
         assert self.committer is not None and self.ledger is not None

@@ -357,10 +357,11 @@ def test_the_service_serves_warm_and_kept_records(ledger_dir: Path, sealed: list
                   sealed[0])
         assert res.returncode == 0, res.stderr
         reply = request(sock, "GET", f"/v1/records/{ids[gone]}", None, auth(key, None))
+        first = retention.expired_edge(Layout(ledger_dir)).size
         assert reply.status == 404, str(reply)
+        assert f"the records before seq {first} expired" in reply.json()["error"], str(reply)
         _get_and_verify(sock, key, ledger_dir, ids[warm], warm, tmp_path)
     with running(ledger_dir, sock, log):  # loaded from the edge
-        first = retention.expired_edge(Layout(ledger_dir)).size
         _get_and_verify(sock, key, ledger_dir, ids[first], first, tmp_path)
         _get_and_verify(sock, key, ledger_dir, ids[warm], warm, tmp_path)
         reply = request(sock, "GET", f"/v1/records/{ids[gone]}", None, auth(key, None))
