@@ -94,6 +94,7 @@ import msgspec
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _metrics import metrics_text  # noqa: E402
 from _workdir import checkout, default_base, filesystem_of, remove  # noqa: E402
 
 from vantio_appliance import demo  # noqa: E402
@@ -325,15 +326,8 @@ def healthz(sock: Path) -> bool:
 
 def fsync_buckets(sock: Path) -> dict[str, float]:
     """The service's fdatasync histogram from /metrics: cumulative count by bound ("le")."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(sock))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
     out = {}
-    for line in data.decode(errors="replace").splitlines():
+    for line in metrics_text(sock).splitlines():
         if line.startswith('vantio_fsync_seconds_bucket{le="'):
             name, value = line.rsplit(" ", 1)
             out[name.split('"')[1]] = float(value)
