@@ -21,6 +21,7 @@ import errno
 import http.client
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,7 +48,7 @@ BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # pa
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
 MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
                "events")
-#: Pinned by bcc at compile time and reused by the next daemon (see bpf/enforcer.c).
+#: Pinned at the first start and reopened by path by every later daemon (bpf/enforcer.c).
 KEPT_MAPS: Final = ("quarantined", "lost", "recorded", "events")
 STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
 ACTIONS: Final = ("permit", "block", "quarantine")
@@ -111,8 +112,8 @@ def drop_capabilities(keep: Sequence[int] = (_CAP_BPF,)) -> None:
 
     Called before any thread starts: capabilities are per thread. The bounding
     set is emptied too where the process may (CAP_SETPCAP, as plain root has);
-    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= and SecureBits=
-    noroot keep anything exec'd from regaining what the bounding set still lists.
+    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= keeps anything exec'd
+    from gaining back what the bounding set still lists.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -354,15 +355,18 @@ class Enforcer:
         except OSError as exc:
             raise EnforcerError(f"cannot create {exc.filename}: {exc.strerror}") from None
         depth = len(root.relative_to(CGROUP2).parts) + 1
+        # A ring buffer pinned by an earlier daemon is kept (it holds what the ledger has
+        # not acknowledged yet): bcc's own is then a placeholder, one page.
+        pages = 1 if (self.opts.pins / "map_events").exists() else self.opts.ringbuf_pages
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DROOT_CGID={cgroup_id(root)}ULL",
-                  f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
-                  f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
+                  f"-DRINGBUF_PAGES={pages}", f"-DMAX_RANGES={policy.MAX_RANGES}", "-w"]
         if not hostcheck.kernel_reads_allowed(host.lockdown):
             cflags.append("-DNO_KERNEL_READ")  # exec records then carry no path
             log.warning("lockdown %s: programs built without kernel memory reads; exec "
                         "records carry no path", level)
         log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
         self.prog = bpfkit.Program(BPF_SOURCE, cflags)
+        self._keep_maps(self.prog)
         for name in (*PROGRAMS, "on_exec"):
             self.fds[name] = self.prog.load(name)
         for name in MAPS:
@@ -375,6 +379,29 @@ class Enforcer:
             self._set_recorded(_WINDOW, time.time_ns())
         self._attach_and_pin(root)
         log.info("armed: %d agents, generation %d", len(self.policy.agents), self.gen)
+
+    def _keep_maps(self, prog: bpfkit.Program) -> None:
+        """The maps that outlive a daemon: an earlier daemon's, reopened by path (so no
+        by-id lookup, which would need CAP_SYS_ADMIN), or else this one's, pinned now."""
+        for name in KEPT_MAPS:
+            pin = self.opts.pins / f"map_{name}"
+            if not pin.exists():
+                bpfkit.pin(prog.map_fd(name), pin)
+                continue
+            fd = bpfkit.obj_get(pin)
+            mine, kept = bpfkit.map_shape(prog.map_fd(name)), bpfkit.map_shape(fd)
+            if name == "events":  # its size is the first daemon's (see arm)
+                mine = replace(mine, max_entries=kept.max_entries)
+                if kept.max_entries != self.opts.ringbuf_pages * mmap.PAGESIZE:
+                    log.warning("the pinned ring buffer keeps its size, %d pages "
+                                "(`vantio enforcer uninstall` to change it)",
+                                kept.max_entries // mmap.PAGESIZE)
+            if mine != kept:
+                os.close(fd)
+                raise EnforcerError(f"the pinned map {pin} is not the one this version "
+                                    f"builds ({kept} != {mine}); `vantio enforcer uninstall` "
+                                    "removes the pins (enforcement ends until the next start)")
+            prog.reuse(name, fd)
 
     def _attach_and_pin(self, root: Path) -> None:
         pins = self.opts.pins

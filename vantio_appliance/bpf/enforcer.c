@@ -2,18 +2,21 @@
 //
 // Compiled by bcc at enforcer start. Built-in constants (-D): AGENT_LEVEL (cgroup
 // level of agent cgroups: the slice's level + 1), ROOT_CGID (the agents root's cgroup
-// id), RINGBUF_PAGES, MAX_RANGES, PIN_DIR (a string: the bpffs directory of the pins).
+// id), RINGBUF_PAGES, MAX_RANGES.
 // Fail closed: a cgroup below the agents root that the live policy does not know (an
 // agent unit restarted by systemd gets a new cgroup, so a new id, until the daemon
 // re-keys it) is blocked, whatever mode its agent had, and recorded with F_UNKNOWN.
 // The policy lives in maps keyed by a generation number: a reload writes the new
 // generation's entries, then flips `config[0]`, then deletes the old ones, so
 // there is no moment without a policy.
-// What must outlive a daemon is pinned by bcc itself and reused by the next one:
-// the ring buffer (events not yet in the ledger; the daemon moves the consumer
-// position only once the ledger has acknowledged them), the loss counters, the
-// quarantined agents, and `recorded` (user space only: what is already in the
-// ledger, so that a new daemon reports the losses its predecessor did not).
+// What must outlive a daemon is pinned by the daemon and reused by the next one,
+// which reopens the pins by path and loads the programs with them in place of the
+// maps bcc made here (not bcc's pinned tables: bcc reopens those by id, which the
+// kernel allows CAP_SYS_ADMIN only): the ring buffer (events not yet in the ledger;
+// the daemon moves the consumer position only once the ledger has acknowledged
+// them), the loss counters, the quarantined agents, and `recorded` (user space
+// only: what is already in the ledger, so that a new daemon reports the losses its
+// predecessor did not).
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/in.h>
 #include <uapi/linux/in6.h>
@@ -70,25 +73,14 @@ BPF_ARRAY(config, u32, 2);
 BPF_HASH(agents, struct agent_key, struct agent_val, 4096);
 BPF_F_TABLE("lpm_trie", struct lpm4, struct rules, rules4, 65536, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct lpm6, struct rules, rules6, 65536, BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("hash", u64, u64, quarantined, 4096, PIN_DIR "/map_quarantined");
-BPF_TABLE_PINNED("percpu_array", u32, u64, lost, N_STAGES * 2, PIN_DIR "/map_lost");
+BPF_HASH(quarantined, u64, u64, 4096);
+BPF_PERCPU_ARRAY(lost, u64, N_STAGES * 2);
 // [stage * 2 + enforce]: kernel losses in the ledger; then per action (permit, block,
 // quarantine) the daemon's losses, then those of them in the ledger; then the
 // CLOCK_REALTIME of the last gap report (where the next gap's window starts).
-BPF_TABLE_PINNED("array", u32, u64, recorded, N_STAGES * 2 + 7, PIN_DIR "/map_recorded");
+BPF_ARRAY(recorded, u64, N_STAGES * 2 + 7);
 
-// BPF_RINGBUF_OUTPUT, pinned (bcc has no pinned form of it).
-struct events_table_t {
-    int key;
-    u32 leaf;
-    int (*ringbuf_output)(void *, u64, u64);
-    void *(*ringbuf_reserve)(u64);
-    void (*ringbuf_submit)(void *, u64);
-    void (*ringbuf_discard)(void *, u64);
-    u32 max_entries;
-};
-__attribute__((section("maps/ringbuf:" PIN_DIR "/map_events")))
-struct events_table_t events = {.max_entries = RINGBUF_PAGES * PAGE_SIZE};
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 // The daemon polls on a timer, so no submit pays for waking it up.
 #define NO_WAKEUP 1  // BPF_RB_NO_WAKEUP
