@@ -46,8 +46,8 @@ DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
 DEFAULT_STATE: Final = Path("/run/vantio-enforcer")  # its own: /run/vantio is the ledger's
 BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # package data
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
-MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
-               "events")
+MAPS: Final = ("config", "agents", "quarantined", "hosts4", "hosts6", "rules4", "rules6",
+               "lost", "recorded", "events")
 #: Pinned at the first start and reopened by path by every later daemon (bpf/enforcer.c).
 KEPT_MAPS: Final = ("quarantined", "lost", "recorded", "events")
 STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
@@ -66,11 +66,14 @@ _WINDOW: Final = _DAEMON_RECORDED + len(ACTIONS)
 RECORDED_SLOTS: Final = _WINDOW + 1
 
 _AGENT_KEY: Final = struct.Struct("<QII")
-_AGENT_VAL: Final = struct.Struct("<IBB2x")
+_AGENT_VAL: Final = struct.Struct("<IBBBx")  # idx, enforce, default, nets
 _RULES_HEAD: Final = struct.Struct("<II")
 _RANGE: Final = struct.Struct("<HHI")
 _LPM4: Final = struct.Struct("<III4s")
 _LPM6: Final = struct.Struct("<III16s")
+_HOST4: Final = struct.Struct("<II4s")
+_HOST6: Final = struct.Struct("<II16s")
+_NETS: Final = {4: 1, 6: 2}  # agent_val.nets bits: the agent has wider prefixes there
 _EVENT: Final = struct.Struct("<QIIII16sHBBBBBx16s")  # struct event, 64 bytes
 _EXEC_TAIL: Final = struct.Struct("<II128s")
 _CAP_BPF: Final = 39
@@ -452,22 +455,30 @@ class Enforcer:
         written: list[tuple[str, bytes]] = []
         cgids: dict[str, int] = {}
         vals: dict[str, bytes] = {}
-        for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
-            path = self.opts.root / agent.cgroup
-            path.mkdir(exist_ok=True)
-            cgids[agent.name] = cgid = cgroup_id(path)
-            key = _AGENT_KEY.pack(cgid, new, 0)
-            vals[agent.name] = val = _AGENT_VAL.pack(idx, int(enforce), 2 if quarantine else 1)
-            bpfkit.update(self.maps["agents"], key, val)
-            written.append(("agents", key))
-        for table, lpm, width in (("rules4", _LPM4, 32), ("rules6", _LPM6, 128)):
-            for (idx, plen, addr), ranges in (entries.v4 if width == 32 else entries.v6).items():
-                key = lpm.pack(64 + plen, new, idx, addr.to_bytes(width // 8, "big"))
+        nets = [0] * len(entries.agents)  # an agent's lookups skip the tries it has nothing in
+        for version, width, host, lpm in ((4, 32, _HOST4, _LPM4), (6, 128, _HOST6, _LPM6)):
+            for (idx, plen, addr), ranges in (entries.v4 if version == 4 else entries.v6).items():
+                raw = addr.to_bytes(width // 8, "big")
+                if plen == width:
+                    table, key = f"hosts{version}", host.pack(new, idx, raw)
+                else:
+                    table, key = f"rules{version}", lpm.pack(64 + plen, new, idx, raw)
+                    nets[idx] |= _NETS[version]
                 value = _RULES_HEAD.pack(len(ranges), 0) + b"".join(
                     _RANGE.pack(lo, hi, bits) for lo, hi, bits in ranges)
                 value += bytes(_RANGE.size * (policy.MAX_RANGES - len(ranges)))
                 bpfkit.update(self.maps[table], key, value)
                 written.append((table, key))
+        # Agents after their rules: which tries each has entries in is known then.
+        for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
+            path = self.opts.root / agent.cgroup
+            path.mkdir(exist_ok=True)
+            cgids[agent.name] = cgid = cgroup_id(path)
+            key = _AGENT_KEY.pack(cgid, new, 0)
+            vals[agent.name] = val = _AGENT_VAL.pack(idx, int(enforce), 2 if quarantine else 1,
+                                                     nets[idx])
+            bpfkit.update(self.maps["agents"], key, val)
+            written.append(("agents", key))
         bpfkit.update(self.maps["config"], bytes(4), new.to_bytes(4, "little"))
         for table, key in self.keys.pop(self.gen, []):
             bpfkit.delete(self.maps[table], key)

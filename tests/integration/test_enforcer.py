@@ -30,7 +30,7 @@ from ledger_helpers import cli, cli_env
 from service_helpers import Server, add_tenant, ledger_lines
 from test_enforcer_unit import CAP_NUMBERS, unit_settings
 
-from vantio_appliance import enforcer, hostcheck
+from vantio_appliance import enforcer, hostcheck, policy
 from vantio_appliance._internal import bpfkit
 
 pytestmark = pytest.mark.root
@@ -392,6 +392,70 @@ def test_restarted_agent_is_blocked_until_rekeyed_then_enforced(
     assert got["denied_addr"] == "EPERM" and got["denied_port"] == "EPERM"
     st = json.loads(cli("enforcer", "status", "--json", *stack.paths()).stdout)
     assert next(a for a in st["agents"] if a["name"] == "web")["cgroup_id"] == new
+
+
+NETS_POLICY = """\
+agents:
+  - name: nets
+    egress:
+      - to: 127.0.0.0/24
+        ports: [1000]
+      - to: 127.0.0.2
+        ports: [2000]
+      - to: 127.1.0.0/16
+        ports: [3000-3010]
+        proto: udp
+      - to: ::1
+        ports: [2000]
+      - to: fd00::/8
+        ports: [1000]
+  - name: hosts
+    egress:
+      - to: 127.0.0.2
+        ports: [2000]
+"""
+
+NETS_PROBE = """
+import errno, json, socket
+out = {}
+for addr in ARGS:
+    for port in (1000, 2000, 3005):
+        s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((addr, port)); r = "ok"
+        except OSError as e:
+            r = errno.errorcode.get(e.errno, str(e))
+        s.close()
+        out[f"{addr} {port}"] = r
+print(json.dumps(out))
+"""
+
+
+def test_addresses_and_prefixes_are_decided_as_the_policy_says(tmp_path: Path) -> None:
+    """Rules for one address (a hash lookup) and wider prefixes (the LPM tries), IPv4,
+    IPv6 and IPv4-mapped, against policy.decide as the reference: an address also
+    inside a wider rule gets that rule's ports too; an agent with addresses only never
+    matches another agent's prefixes."""
+    s = Stack(tmp_path, NETS_POLICY)
+    try:
+        s.start()
+        pol = policy.parse(NETS_POLICY, "nets.yaml", lambda name: [])
+        addrs = ["127.0.0.2", "127.0.0.3", "127.0.1.1", "127.1.2.3", "::1", "::2",
+                 "fd00::5", "fe80::5", "::ffff:127.0.0.2", "::ffff:127.0.0.3",
+                 "::ffff:127.1.0.9"]
+        wants = set()
+        for agent in ("nets", "hosts"):
+            got = s.run_agent(agent, NETS_PROBE.replace("ARGS", repr(addrs)))
+            assert len(got) == 3 * len(addrs)
+            for key, outcome in got.items():
+                addr, port = key.split()
+                want = policy.decide(pol, agent, addr, int(port), "udp")
+                wants.add((agent, want))
+                # permitted: whatever the network says next (fe80:: without a scope, ...)
+                assert (outcome == "EPERM") == (want != "permit"), (agent, key, outcome, want)
+        assert wants == {(a, w) for a in ("nets", "hosts") for w in ("permit", "block")}
+    finally:
+        s.close()
 
 
 def test_killing_the_daemon_leaves_enforcement_in_place(stack: Stack, listener: Listener) -> None:
