@@ -21,6 +21,7 @@ import errno
 import http.client
 import json
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,9 +46,9 @@ DEFAULT_PINS: Final = Path("/sys/fs/bpf/vantio")
 DEFAULT_STATE: Final = Path("/run/vantio-enforcer")  # its own: /run/vantio is the ledger's
 BPF_SOURCE: Final = Path(__file__).resolve().parent / "bpf" / "enforcer.c"  # package data
 PROGRAMS: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "egress")
-MAPS: Final = ("config", "agents", "quarantined", "rules4", "rules6", "lost", "recorded",
-               "events")
-#: Pinned by bcc at compile time and reused by the next daemon (see bpf/enforcer.c).
+MAPS: Final = ("config", "agents", "quarantined", "hosts4", "hosts6", "rules4", "rules6",
+               "lost", "recorded", "events")
+#: Pinned at the first start and reopened by path by every later daemon (bpf/enforcer.c).
 KEPT_MAPS: Final = ("quarantined", "lost", "recorded", "events")
 STAGES: Final = ("connect4", "connect6", "sendmsg4", "sendmsg6", "exec")
 ACTIONS: Final = ("permit", "block", "quarantine")
@@ -65,11 +66,14 @@ _WINDOW: Final = _DAEMON_RECORDED + len(ACTIONS)
 RECORDED_SLOTS: Final = _WINDOW + 1
 
 _AGENT_KEY: Final = struct.Struct("<QII")
-_AGENT_VAL: Final = struct.Struct("<IBB2x")
+_AGENT_VAL: Final = struct.Struct("<IBBBx")  # idx, enforce, default, nets
 _RULES_HEAD: Final = struct.Struct("<II")
 _RANGE: Final = struct.Struct("<HHI")
 _LPM4: Final = struct.Struct("<III4s")
 _LPM6: Final = struct.Struct("<III16s")
+_HOST4: Final = struct.Struct("<II4s")
+_HOST6: Final = struct.Struct("<II16s")
+_NETS: Final = {4: 1, 6: 2}  # agent_val.nets bits: the agent has wider prefixes there
 _EVENT: Final = struct.Struct("<QIIII16sHBBBBBx16s")  # struct event, 64 bytes
 _EXEC_TAIL: Final = struct.Struct("<II128s")
 _CAP_BPF: Final = 39
@@ -111,8 +115,8 @@ def drop_capabilities(keep: Sequence[int] = (_CAP_BPF,)) -> None:
 
     Called before any thread starts: capabilities are per thread. The bounding
     set is emptied too where the process may (CAP_SETPCAP, as plain root has);
-    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= and SecureBits=
-    noroot keep anything exec'd from regaining what the bounding set still lists.
+    the unit gives no CAP_SETPCAP, and its NoNewPrivileges= keeps anything exec'd
+    from gaining back what the bounding set still lists.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -354,15 +358,18 @@ class Enforcer:
         except OSError as exc:
             raise EnforcerError(f"cannot create {exc.filename}: {exc.strerror}") from None
         depth = len(root.relative_to(CGROUP2).parts) + 1
+        # A ring buffer pinned by an earlier daemon is kept (it holds what the ledger has
+        # not acknowledged yet): bcc's own is then a placeholder, one page.
+        pages = 1 if (self.opts.pins / "map_events").exists() else self.opts.ringbuf_pages
         cflags = [f"-DAGENT_LEVEL={depth}", f"-DROOT_CGID={cgroup_id(root)}ULL",
-                  f"-DRINGBUF_PAGES={self.opts.ringbuf_pages}",
-                  f"-DMAX_RANGES={policy.MAX_RANGES}", f'-DPIN_DIR="{self.opts.pins}"', "-w"]
+                  f"-DRINGBUF_PAGES={pages}", f"-DMAX_RANGES={policy.MAX_RANGES}", "-w"]
         if not hostcheck.kernel_reads_allowed(host.lockdown):
             cflags.append("-DNO_KERNEL_READ")  # exec records then carry no path
             log.warning("lockdown %s: programs built without kernel memory reads; exec "
                         "records carry no path", level)
         log.info("lockdown %s; compiling %s (agent level %d)", level, BPF_SOURCE, depth)
         self.prog = bpfkit.Program(BPF_SOURCE, cflags)
+        self._keep_maps(self.prog)
         for name in (*PROGRAMS, "on_exec"):
             self.fds[name] = self.prog.load(name)
         for name in MAPS:
@@ -375,6 +382,29 @@ class Enforcer:
             self._set_recorded(_WINDOW, time.time_ns())
         self._attach_and_pin(root)
         log.info("armed: %d agents, generation %d", len(self.policy.agents), self.gen)
+
+    def _keep_maps(self, prog: bpfkit.Program) -> None:
+        """The maps that outlive a daemon: an earlier daemon's, reopened by path (so no
+        by-id lookup, which would need CAP_SYS_ADMIN), or else this one's, pinned now."""
+        for name in KEPT_MAPS:
+            pin = self.opts.pins / f"map_{name}"
+            if not pin.exists():
+                bpfkit.pin(prog.map_fd(name), pin)
+                continue
+            fd = bpfkit.obj_get(pin)
+            mine, kept = bpfkit.map_shape(prog.map_fd(name)), bpfkit.map_shape(fd)
+            if name == "events":  # its size is the first daemon's (see arm)
+                mine = replace(mine, max_entries=kept.max_entries)
+                if kept.max_entries != self.opts.ringbuf_pages * mmap.PAGESIZE:
+                    log.warning("the pinned ring buffer keeps its size, %d pages "
+                                "(`vantio enforcer uninstall` to change it)",
+                                kept.max_entries // mmap.PAGESIZE)
+            if mine != kept:
+                os.close(fd)
+                raise EnforcerError(f"the pinned map {pin} is not the one this version "
+                                    f"builds ({kept} != {mine}); `vantio enforcer uninstall` "
+                                    "removes the pins (enforcement ends until the next start)")
+            prog.reuse(name, fd)
 
     def _attach_and_pin(self, root: Path) -> None:
         pins = self.opts.pins
@@ -425,22 +455,30 @@ class Enforcer:
         written: list[tuple[str, bytes]] = []
         cgids: dict[str, int] = {}
         vals: dict[str, bytes] = {}
-        for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
-            path = self.opts.root / agent.cgroup
-            path.mkdir(exist_ok=True)
-            cgids[agent.name] = cgid = cgroup_id(path)
-            key = _AGENT_KEY.pack(cgid, new, 0)
-            vals[agent.name] = val = _AGENT_VAL.pack(idx, int(enforce), 2 if quarantine else 1)
-            bpfkit.update(self.maps["agents"], key, val)
-            written.append(("agents", key))
-        for table, lpm, width in (("rules4", _LPM4, 32), ("rules6", _LPM6, 128)):
-            for (idx, plen, addr), ranges in (entries.v4 if width == 32 else entries.v6).items():
-                key = lpm.pack(64 + plen, new, idx, addr.to_bytes(width // 8, "big"))
+        nets = [0] * len(entries.agents)  # an agent's lookups skip the tries it has nothing in
+        for version, width, host, lpm in ((4, 32, _HOST4, _LPM4), (6, 128, _HOST6, _LPM6)):
+            for (idx, plen, addr), ranges in (entries.v4 if version == 4 else entries.v6).items():
+                raw = addr.to_bytes(width // 8, "big")
+                if plen == width:
+                    table, key = f"hosts{version}", host.pack(new, idx, raw)
+                else:
+                    table, key = f"rules{version}", lpm.pack(64 + plen, new, idx, raw)
+                    nets[idx] |= _NETS[version]
                 value = _RULES_HEAD.pack(len(ranges), 0) + b"".join(
                     _RANGE.pack(lo, hi, bits) for lo, hi, bits in ranges)
                 value += bytes(_RANGE.size * (policy.MAX_RANGES - len(ranges)))
                 bpfkit.update(self.maps[table], key, value)
                 written.append((table, key))
+        # Agents after their rules: which tries each has entries in is known then.
+        for (idx, enforce, quarantine), agent in zip(entries.agents, pol.agents, strict=True):
+            path = self.opts.root / agent.cgroup
+            path.mkdir(exist_ok=True)
+            cgids[agent.name] = cgid = cgroup_id(path)
+            key = _AGENT_KEY.pack(cgid, new, 0)
+            vals[agent.name] = val = _AGENT_VAL.pack(idx, int(enforce), 2 if quarantine else 1,
+                                                     nets[idx])
+            bpfkit.update(self.maps["agents"], key, val)
+            written.append(("agents", key))
         bpfkit.update(self.maps["config"], bytes(4), new.to_bytes(4, "little"))
         for table, key in self.keys.pop(self.gen, []):
             bpfkit.delete(self.maps[table], key)

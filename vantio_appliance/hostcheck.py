@@ -89,7 +89,7 @@ def missing(host: Host, pins: Path, cgroup2: Path) -> list[str]:
     empty when the enforcer can run fully armed."""
     out = []
     if host.euid != 0:
-        out.append("root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN to load and attach)")
+        out.append("root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN to load and attach)")
     if host.bcc_error:
         out.append(host.bcc_error)
     bpffs = mount_points(host.mounts, "bpf")

@@ -28,9 +28,10 @@ import pytest
 from conftest import clear_worm_flags
 from ledger_helpers import cli, cli_env
 from service_helpers import Server, add_tenant, ledger_lines
-from test_enforcer_unit import unit_capabilities
+from test_enforcer_unit import CAP_NUMBERS, unit_settings
 
-from vantio_appliance import enforcer, hostcheck
+from vantio_appliance import enforcer, hostcheck, policy
+from vantio_appliance._internal import bpfkit
 
 pytestmark = pytest.mark.root
 CG2 = enforcer.CGROUP2
@@ -393,6 +394,70 @@ def test_restarted_agent_is_blocked_until_rekeyed_then_enforced(
     assert next(a for a in st["agents"] if a["name"] == "web")["cgroup_id"] == new
 
 
+NETS_POLICY = """\
+agents:
+  - name: nets
+    egress:
+      - to: 127.0.0.0/24
+        ports: [1000]
+      - to: 127.0.0.2
+        ports: [2000]
+      - to: 127.1.0.0/16
+        ports: [3000-3010]
+        proto: udp
+      - to: ::1
+        ports: [2000]
+      - to: fd00::/8
+        ports: [1000]
+  - name: hosts
+    egress:
+      - to: 127.0.0.2
+        ports: [2000]
+"""
+
+NETS_PROBE = """
+import errno, json, socket
+out = {}
+for addr in ARGS:
+    for port in (1000, 2000, 3005):
+        s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((addr, port)); r = "ok"
+        except OSError as e:
+            r = errno.errorcode.get(e.errno, str(e))
+        s.close()
+        out[f"{addr} {port}"] = r
+print(json.dumps(out))
+"""
+
+
+def test_addresses_and_prefixes_are_decided_as_the_policy_says(tmp_path: Path) -> None:
+    """Rules for one address (a hash lookup) and wider prefixes (the LPM tries), IPv4,
+    IPv6 and IPv4-mapped, against policy.decide as the reference: an address also
+    inside a wider rule gets that rule's ports too; an agent with addresses only never
+    matches another agent's prefixes."""
+    s = Stack(tmp_path, NETS_POLICY)
+    try:
+        s.start()
+        pol = policy.parse(NETS_POLICY, "nets.yaml", lambda name: [])
+        addrs = ["127.0.0.2", "127.0.0.3", "127.0.1.1", "127.1.2.3", "::1", "::2",
+                 "fd00::5", "fe80::5", "::ffff:127.0.0.2", "::ffff:127.0.0.3",
+                 "::ffff:127.1.0.9"]
+        wants = set()
+        for agent in ("nets", "hosts"):
+            got = s.run_agent(agent, NETS_PROBE.replace("ARGS", repr(addrs)))
+            assert len(got) == 3 * len(addrs)
+            for key, outcome in got.items():
+                addr, port = key.split()
+                want = policy.decide(pol, agent, addr, int(port), "udp")
+                wants.add((agent, want))
+                # permitted: whatever the network says next (fe80:: without a scope, ...)
+                assert (outcome == "EPERM") == (want != "permit"), (agent, key, outcome, want)
+        assert wants == {(a, w) for a in ("nets", "hosts") for w in ("permit", "block")}
+    finally:
+        s.close()
+
+
 def test_killing_the_daemon_leaves_enforcement_in_place(stack: Stack, listener: Listener) -> None:
     stack.stop_daemon(signal.SIGKILL)
     got = stack.run_agent("web", PROBE.replace("PORT", str(listener.port)))
@@ -511,12 +576,12 @@ def test_half_armed_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
 _KERNEL_READS = {4, 45, 113, 115}  # bpf_probe_read(_str), bpf_probe_read_kernel(_str)
 
 
-def _helper_calls(cflags: list[str], pins: Path) -> set[int]:
+def _helper_calls(cflags: list[str]) -> set[int]:
     from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     b = BPF(src_file=str(enforcer.BPF_SOURCE).encode(), cflags=[
-        "-DAGENT_LEVEL=2", "-DROOT_CGID=1", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16",
-        f'-DPIN_DIR="{pins}"', "-w", *cflags])
+        "-DAGENT_LEVEL=2", "-DROOT_CGID=1", "-DRINGBUF_PAGES=1", "-DMAX_RANGES=16", "-w",
+        *cflags])
     try:
         calls = set()
         for fn in (*enforcer.PROGRAMS, "on_exec"):
@@ -533,47 +598,82 @@ def test_under_confidentiality_the_programs_read_no_kernel_memory() -> None:
     """lockdown=confidentiality refuses programs calling bpf_probe_read_kernel*: the build
     the daemon then uses calls none (this machine runs `integrity`, which is never raised:
     the bytecode is checked instead). The normal build does read (the exec path)."""
-    pins = Path(f"/sys/fs/bpf/vantio-test-{uuid.uuid4().hex[:8]}")
-    pins.mkdir()
-    try:
-        assert _helper_calls([], pins) & _KERNEL_READS
-        assert not _helper_calls(["-DNO_KERNEL_READ"], pins) & _KERNEL_READS
-    finally:
-        for p in pins.iterdir():
-            p.unlink()
-        pins.rmdir()
+    assert _helper_calls([]) & _KERNEL_READS
+    assert not _helper_calls(["-DNO_KERNEL_READ"]) & _KERNEL_READS
 
 
-def test_as_the_unit_runs_it_its_capabilities_arm_and_only_cap_bpf_stays(
-        tmp_path: Path, listener: Listener) -> None:
-    """The daemon under the unit's CapabilityBoundingSet (setpriv stands in for systemd,
-    not PID 1 here) and its key as a systemd credential: it arms, enforces and records,
-    holding CAP_BPF alone once armed."""
+def _as_the_unit() -> tuple[str, ...]:
+    """setpriv giving a process what the unit gives (systemd is not PID 1 here): the
+    bounding set, no inheritable or ambient capabilities, NoNewPrivileges=, SecureBits=."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("LOUD SKIP: setpriv (util-linux) is ABSENT: the unit's capability set "
                     "is NOT tried on the kernel")
-    caps = unit_capabilities()
+    unit = unit_settings()
+    caps = unit["CapabilityBoundingSet"].split()
+    assert unit["AmbientCapabilities"] == "" and unit["NoNewPrivileges"] == "yes", unit
+    bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
+    bits = ",".join(f"+{b.replace('-', '_')}" for b in unit["SecureBits"].split())
+    return (setpriv, f"--bounding-set={bounding}", "--inh-caps=-all", "--no-new-privs",
+            f"--securebits={bits}", "--")
+
+
+def _capabilities(pid: int) -> dict[str, int]:
+    return {k: int(v, 16) for k, v in (line.split(":\t", 1) for line in
+            Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Cap"))}
+
+
+def test_as_the_unit_runs_it_it_arms_restarts_and_keeps_cap_bpf_alone(
+        tmp_path: Path, listener: Listener) -> None:
+    """The daemon with exactly the unit's capabilities and its key as a systemd credential:
+    it arms, enforces and records, holding CAP_BPF alone once armed; killed and started
+    again the same way, it reopens its predecessor's pinned maps (by path: the kernel
+    opens maps by id for CAP_SYS_ADMIN only, which the unit does not give) and its
+    programs use them: a decision made while no daemon ran reaches the ledger."""
+    wrapper = _as_the_unit()
+    unit_set = sum(1 << CAP_NUMBERS[c] for c in unit_settings()["CapabilityBoundingSet"].split())
     s = Stack(tmp_path, POLICY.format(tcp=listener.port))
     try:
         s.root.mkdir()  # systemd makes the slice; cgroup2's root needs CAP_DAC_OVERRIDE
-        bounding = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in caps)])
-        s.start(wrapper=(setpriv, f"--bounding-set={bounding}", "--inh-caps=-all", "--"),
-                credentials=True)
+        s.start(wrapper=wrapper, credentials=True)
         assert s.daemon is not None
-        status = dict(line.split(":\t", 1) for line in
-                      Path(f"/proc/{s.daemon.pid}/status").read_text().splitlines()
-                      if line.startswith("Cap"))
-        cap_bpf = f"{1 << 39:016x}"
-        assert status["CapEff"].strip() == status["CapPrm"].strip() == cap_bpf, status
+        caps = _capabilities(s.daemon.pid)
+        assert caps["CapEff"] == caps["CapPrm"] == 1 << CAP_NUMBERS["CAP_BPF"], caps
         # The bounding set stays the unit's (emptying it needs CAP_SETPCAP, which the unit
-        # does not give); NoNewPrivileges= and SecureBits=noroot keep exec from using it.
-        # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN
-        unit_set = sum(1 << n for n in (39, 38, 12, 21))
-        assert int(status["CapBnd"], 16) == unit_set, status
+        # does not give); NoNewPrivileges= keeps an exec from gaining more than CAP_BPF.
+        assert caps["CapBnd"] == unit_set and caps["CapAmb"] == 0, caps
         got = s.run_agent("web", PROBE.replace("PORT", str(listener.port)))
         assert got["allowed"] == "ok" and got["denied_addr"] == "EPERM"
         s.wait_records("web", lambda rs: any(r.get("target_host", "").startswith("127.0.0.3")
                                              for r in rs))
+
+        s.stop_daemon(signal.SIGKILL)
+        meanwhile = s.run_agent("web", PROBE.replace("PORT", str(listener.port))
+                                .replace("127.0.0.3", "127.0.0.4"))
+        assert meanwhile["allowed"] == "ok" and meanwhile["denied_addr"] == "EPERM"
+        kept = {name: _pinned_map_id(s.pins / f"map_{name}") for name in enforcer.KEPT_MAPS}
+        s.start(wrapper=wrapper, credentials=True)
+        assert s.daemon is not None and s.daemon.poll() is None
+        caps = _capabilities(s.daemon.pid)
+        assert caps["CapEff"] == 1 << CAP_NUMBERS["CAP_BPF"] and caps["CapBnd"] == unit_set
+        fd = bpfkit.obj_get(s.pins / "prog_connect4")
+        try:
+            used = set(bpfkit.prog_map_ids(fd))
+        finally:
+            os.close(fd)
+        assert {kept["events"], kept["lost"], kept["quarantined"]} <= used, (kept, used)
+        assert {name: _pinned_map_id(s.pins / f"map_{name}") for name in kept} == kept
+        s.wait_records("web", lambda rs: any(r.get("target_host", "").startswith("127.0.0.4")
+                                             for r in rs))
+        got = s.run_agent("web", PROBE.replace("PORT", str(listener.port)))
+        assert got["allowed"] == "ok" and got["denied_addr"] == "EPERM"
     finally:
         s.close()
+
+
+def _pinned_map_id(pin: Path) -> int:
+    fd = bpfkit.obj_get(pin)
+    try:
+        return bpfkit.map_id(fd)
+    finally:
+        os.close(fd)

@@ -27,7 +27,9 @@ EXEC_START: Final = ("/usr/bin/vantio enforcer run --policy /etc/vantio/policy.y
 #: The target, justified in docs/enforcer.md ("The unit"): a loader of kernel programs
 #: cannot reach the ledger's 2.0-or-lower band by much; it must stay in "OK".
 MAX_EXPOSURE: Final = 2.0
-CAPABILITIES: Final = {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"}
+CAPABILITIES: Final = {"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"}
+#: linux/capability.h, for the ones the unit may name
+CAP_NUMBERS: Final = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
 
 NEEDED_SYSCALLS: Final = {
     "bpf": "load programs, create and update maps, pin, attach",
@@ -117,7 +119,9 @@ def test_syscall_filter_allows_the_daemon(analyze: str, unit_text: str, tmp_path
     assert not leaked, f"allowed, yet never needed: {leaked}"
 
 
-def unit_capabilities() -> list[str]:
-    """The bounding set as shipped (for the real-kernel test in test_enforcer.py)."""
+def unit_settings() -> dict[str, str]:
+    """The privilege settings as shipped (for the real-kernel test in test_enforcer.py)."""
     text = (resources.files("vantio_appliance") / "data" / "systemd" / UNIT_NAME).read_text()
-    return (_one(_settings(text), "CapabilityBoundingSet") or "").split()
+    s = _settings(text)
+    return {k: _one(s, k) or "" for k in ("CapabilityBoundingSet", "AmbientCapabilities",
+                                          "NoNewPrivileges", "SecureBits")}

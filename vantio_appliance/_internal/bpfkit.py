@@ -15,6 +15,7 @@ import errno
 import mmap
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -187,12 +188,61 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int]:
             int.from_bytes(info.raw[200:208], "little"))
 
 
-def map_max_entries(map_fd: int) -> int:
-    """max_entries of a map (struct bpf_map_info: type, id, key_size, value_size, max_entries)."""
+def prog_map_ids(prog_fd: int) -> list[int]:
+    """The ids of the maps a loaded program uses (struct bpf_prog_info nr_map_ids, map_ids)."""
+    ids = (ct.c_uint32 * 64)()
+    info = ct.create_string_buffer(256)
+    struct.pack_into("<IQ", info, 52, len(ids), ct.addressof(ids))
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(prog_fd, info, ct.byref(size)), "program info")
+    return list(ids[:min(int.from_bytes(info.raw[52:56], "little"), len(ids))])
+
+
+def map_id(map_fd: int) -> int:
     info = ct.create_string_buffer(80)
     size = ct.c_uint32(len(info))
     _check(lib().bpf_obj_get_info(map_fd, info, ct.byref(size)), "map info")
-    return int.from_bytes(info.raw[16:20], "little")
+    return int.from_bytes(info.raw[4:8], "little")
+
+
+@dataclass(frozen=True)
+class MapShape:
+    """What makes two maps interchangeable for a program (struct bpf_map_info)."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
+def map_shape(map_fd: int) -> MapShape:
+    info = ct.create_string_buffer(80)
+    size = ct.c_uint32(len(info))
+    _check(lib().bpf_obj_get_info(map_fd, info, ct.byref(size)), "map info")
+    # struct bpf_map_info: type, id, key_size, value_size, max_entries, map_flags (u32 each)
+    mtype, _id, key, value, entries, flags = struct.unpack_from("<6I", info.raw)
+    return MapShape(mtype, key, value, entries, flags)
+
+
+_LD_IMM64: Final = 0x18  # BPF_LD | BPF_IMM | BPF_DW: two instruction slots
+_PSEUDO_MAP: Final = (1, 2)  # src_reg BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE: imm is a map fd
+
+
+def swap_map_fds(code: bytes, swap: dict[int, int]) -> bytes:
+    """Bytecode whose map references to fd ``old`` name fd ``swap[old]`` instead.
+
+    The program loader reads map fds from the ld_imm64 instructions that load a
+    map's address; pointing those at a pinned map reopened by path makes the
+    program use it, with no by-id lookup (which the kernel allows CAP_SYS_ADMIN only).
+    """
+    out = bytearray(code)
+    for at in range(0, len(out) - 15, 8):
+        if out[at] == _LD_IMM64 and out[at + 1] >> 4 in _PSEUDO_MAP:
+            old = int.from_bytes(out[at + 4:at + 8], "little", signed=True)
+            if old in swap:
+                out[at + 4:at + 8] = swap[old].to_bytes(4, "little", signed=True)
+    return bytes(out)
 
 
 _U32: Final = struct.Struct("<I")
@@ -215,7 +265,7 @@ class RingReader:
     """
 
     def __init__(self, map_fd: int) -> None:
-        size = map_max_entries(map_fd)
+        size = map_shape(map_fd).max_entries
         page = mmap.PAGESIZE
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -260,28 +310,55 @@ class RingReader:
 
 
 class Program:
-    """One compiled bcc module: functions loaded by name, maps by name, a ring buffer."""
+    """One compiled bcc module: functions loaded by name, maps by name, a ring buffer.
+
+    Maps that must outlive a daemon are pinned and reopened by path (BPF_OBJ_GET)
+    with ``reuse``, not with bcc's pinned tables: bcc reopens those by id
+    (BPF_MAP_GET_FD_BY_ID), which the kernel allows only with CAP_SYS_ADMIN.
+    """
 
     def __init__(self, src: Path, cflags: list[str]) -> None:
         from bcc import BPF  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
         self._bpf: Any = BPF(src_file=str(src).encode(), cflags=cflags)
         self._BPF: Any = BPF
+        self._swap: dict[int, int] = {}  # bcc's map fd -> the fd programs use instead
+        self._maps: dict[str, int] = {}
+
+    def reuse(self, name: str, fd: int) -> None:
+        """Programs loaded from now on use map ``fd`` (its owner keeps it open) where the
+        source names ``name``; bcc's own map of that name is left unused."""
+        self._swap[self._bcc_map_fd(name)] = fd
+        self._maps[name] = fd
 
     def load(self, name: str) -> int:
-        """Load a function; its file descriptor."""
+        """Load a function (with the maps ``reuse`` named swapped in); its file descriptor."""
+        from bcc.libbcc import lib as bcc  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
         if name in ATTACH:
             ptype = PROG_SKB if name == "egress" else PROG_SOCK_ADDR
-            fn = self._bpf.load_func(name.encode(), ptype, attach_type=ATTACH[name])
+            attach_type = ATTACH[name]
         else:
-            fn = self._bpf.load_func(name.encode(), self._BPF.TRACEPOINT)
-        return int(fn.fd)
+            ptype, attach_type = self._BPF.TRACEPOINT, -1
+        module, fn = self._bpf.module, name.encode()
+        code = swap_map_fds(bytes(self._bpf.dump_func(fn)), self._swap)
+        insns = ct.create_string_buffer(code, len(code))
+        fd = int(bcc.bcc_func_load(module, ptype, fn, insns, len(code),
+                                   bcc.bpf_module_license(module),
+                                   bcc.bpf_module_kern_version(module), 0, None, 0, None,
+                                   attach_type))
+        _check(fd, f"load program {name}")
+        self._bpf.funcs[fn] = self._BPF.Function(self._bpf, fn, fd)  # bcc closes it, attaches it
+        return fd
 
     def attach_tracepoint(self, tp: str, fn_name: str) -> None:
         self._bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
 
-    def map_fd(self, name: str) -> int:
+    def _bcc_map_fd(self, name: str) -> int:
         return int(self._bpf[name.encode()].get_fd())
+
+    def map_fd(self, name: str) -> int:
+        return self._maps.get(name) or self._bcc_map_fd(name)
 
     def close(self) -> None:
         self._bpf.cleanup()
