@@ -49,6 +49,7 @@ from typing import Final
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _metrics import metrics_text  # noqa: E402
 from _workdir import checkout, remove  # noqa: E402
 
 from vantio_appliance import client, enforcer  # noqa: E402
@@ -251,14 +252,7 @@ def metric(sock: Path, name: str) -> int:
 
 
 def _metric(sock: Path, name: str) -> int:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(str(sock))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    m = re.search(rb"^" + name.encode() + rb" (\d+)$", data, re.M)
+    m = re.search(r"^" + re.escape(name) + r" (\d+)$", metrics_text(sock), re.M)
     return int(m[1]) if m else 0
 
 
