@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -346,16 +347,25 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                 f" recorded/s  behind by {max(done - t_gen, 0):5.2f} s at the agent's end  "
                 f"lost (gaps) {lost}\n  {'':26} CPU per decision: enforcer {cpu[0]:5.1f} us, "
                 f"ingest service {cpu[1]:5.1f} us")
-        # The comparison: the ingest service alone, fed the same records by one client.
+        # The comparison: the ingest service alone, fed the same records as the enforcer
+        # sends them (IN_FLIGHT clients, each a batch at a time).
         line = next(iter(ledger_events(ledger)))
-        api = client.Client(key, sock)
+        batches = n // 10 // enforcer.BATCH
+        apis = [client.Client(key, sock) for _ in range(enforcer.IN_FLIGHT)]
+
+        def feed(api: client.Client) -> None:
+            for _ in range(batches // len(apis)):
+                api.submit_batch([line] * enforcer.BATCH)
+
         t0 = time.monotonic()
-        for _ in range(n // 10 // enforcer.BATCH):
-            api.submit_batch([line] * enforcer.BATCH)
-        alone = n // 10 // enforcer.BATCH * enforcer.BATCH / (time.monotonic() - t0)
-        api.close()
+        with ThreadPoolExecutor(len(apis)) as pool:
+            list(pool.map(feed, apis))
+        alone = batches // len(apis) * len(apis) * enforcer.BATCH / (time.monotonic() - t0)
+        for api in apis:
+            api.close()
         say(f"  {'the ingest service alone':26} {alone:9,.0f} records/s (the same records, "
-            f"batches of {enforcer.BATCH} from one client: the ceiling of the pipeline)")
+            f"batches of {enforcer.BATCH} from {len(apis)} clients as the enforcer sends them: "
+            "the ceiling of the pipeline)")
     finally:
         if d is not None:
             d.close()

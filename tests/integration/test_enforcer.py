@@ -9,12 +9,15 @@ unpins and removes what the test made.
 from __future__ import annotations
 
 import contextlib
+import hmac
+import http.server
 import itertools
 import json
 import os
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -510,6 +513,79 @@ def test_a_restarted_daemon_reports_its_predecessors_losses(tmp_path: Path,
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows
     finally:
         s.close()
+
+
+class SlowLedger:
+    """A stand-in for the ingest service on the stack's socket that holds each batch until
+    ``hold`` batches are in its hands at once (or a second passed), then answers them with
+    valid receipts: how many batches a client keeps in flight becomes visible."""
+
+    def __init__(self, sock: Path, api_key: str, hold: int) -> None:
+        self.key, self.hold = api_key.encode(), hold
+        self.cv = threading.Condition()
+        self.active = self.most = self.records = 0
+        ledger = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                n = len(json.loads(self.rfile.read(int(self.headers["content-length"])))
+                        ["records"])
+                body = json.dumps({"records": ledger.answer(n)}).encode()
+                self.send_response(201)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = socketserver.ThreadingUnixStreamServer(str(sock), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, n: int) -> list[dict[str, Any]]:
+        with self.cv:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: self.active >= self.hold, timeout=1.0)
+            self.records += n
+            self.active -= 1
+        out = []
+        for _ in range(n):
+            tid = str(uuid.uuid4())
+            out.append({"trace_id": tid, "seq": 0, "leaf_hash": "00" * 32,
+                        "receipt": hmac.new(self.key, tid.encode(), "sha256").hexdigest()})
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_daemon_keeps_several_batches_at_the_ledger(tmp_path: Path,
+                                                        listener: Listener) -> None:
+    """While the ledger commits one batch, the next ones are already sent: one at a time
+    left the service idle during each fdatasync."""
+    s = Stack(tmp_path, POLICY.format(tcp=listener.port))
+    s.server.close()
+    fake = SlowLedger(s.server.sock, s.key, hold=enforcer.IN_FLIGHT)
+    try:
+        s.start()
+        n = 6 * enforcer.BATCH
+        assert s.run_agent("web", _udp_flood(n))["ok"] == n
+        deadline = time.monotonic() + 30
+        while fake.records < n:
+            assert time.monotonic() < deadline, (fake.records, n)
+            time.sleep(0.1)
+        assert fake.most == enforcer.IN_FLIGHT, fake.most
+    finally:
+        s.close()
+        fake.close()
 
 
 def _udp_flood(n: int) -> str:

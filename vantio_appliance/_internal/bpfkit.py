@@ -283,11 +283,12 @@ class RingReader:
         """Bytes submitted (or being written) and not yet released."""
         return int(_U64.unpack_from(self._data, 0)[0]) - self.consumed
 
-    def read(self, max_records: int) -> tuple[list[bytes], int]:
-        """Up to ``max_records`` whole records after the consumer position, and the
-        position after them (to ``release`` once they are safe)."""
+    def read(self, max_records: int, start: int | None = None) -> tuple[list[bytes], int]:
+        """Up to ``max_records`` whole records after ``start`` (default: the consumer
+        position; later, to read on while earlier records are not yet released), and the
+        position after them (to ``release`` once they and all before them are safe)."""
         data, base, mask = self._data, self._page, self._mask
-        pos = self.consumed
+        pos = self.consumed if start is None else start
         end = _U64.unpack_from(data, 0)[0]
         out: list[bytes] = []
         while pos < end and len(out) < max_records:
