@@ -56,8 +56,10 @@ class Index:
         for line in kept:
             self._add(line.segment, line.offset, line.data, sha(b"\x00" + line.data).digest())
 
-    def observe(self, segment: str, offset: int, data: bytes, leaves: list[bytes]) -> None:
-        """The writer's observer: records just made durable (one group, in one pass)."""
+    def observe(self, segment: str, offset: int, data: bytes, leaves: list[bytes],
+                trace_ids: list[str] | None = None) -> None:
+        """The writer's observer (writer.Observer): records just made durable, one group in
+        one pass. Trace ids the writer passes save reading them back out of the lines."""
         lines = data.split(b"\n")[:-1]
         if len(lines) != len(leaves):
             raise ValueError(f"{len(lines)} lines but {len(leaves)} leaves")
@@ -68,8 +70,8 @@ class Index:
                 self._segments.append((seq, segment))
             self._tree.extend(leaves)
             self._offsets.extend(starts)
-            self._seq.update(zip(map(_trace_id, lines), range(seq, seq + len(lines)),
-                                 strict=True))
+            ids = map(_trace_id, lines) if trace_ids is None else trace_ids
+            self._seq.update(zip(ids, range(seq, seq + len(lines)), strict=True))
 
     def _add(self, segment: str, offset: int, line: bytes, leaf: bytes) -> None:
         seq = self._tree.size

@@ -125,6 +125,12 @@ class Ack(msgspec.Struct, frozen=True, gc=False):
     time: Time
 
 
+#: Told of every durable write: (segment, offset of the first record, the record lines,
+#: their leaf hashes, their trace ids when the writer has them at hand, else None); the
+#: service's hot index is one.
+Observer = Callable[[str, int, bytes, list[bytes], list[str] | None], None]
+
+
 class Staged(msgspec.Struct, frozen=True, gc=False):
     """A group encoded, hashed and receipted, not yet written (``Ledger.stage``)."""
 
@@ -171,9 +177,7 @@ class Ledger:
             self._unpublished = False
             self._checkpoint_file = LatestFile(self.layout.checkpoint)
             self.fsync_seconds = Histogram()  # for the service's metrics
-            #: called after every durable write: (segment, offset of the first record,
-            #: the record lines, their leaf hashes); the service's hot index uses it
-            self.observer: Callable[[str, int, bytes, list[bytes]], None] | None = None
+            self.observer: Observer | None = None
             self._recover()
         except BaseException:
             self.close()
@@ -443,7 +447,7 @@ class Ledger:
 
     def finish(self, staged: Staged) -> list[Ack]:
         """After ``store``: extend the tree, tell the observer; the group's acknowledgements."""
-        self._extend(staged.data, staged.leaves)
+        self._extend(staged.data, staged.leaves, trace_ids=[a.trace_id for a in staged.acks])
         return staged.acks
 
     def anchor(self, direction: str, size: int, root: bytes, *, manifest: str | None = None,
@@ -479,13 +483,13 @@ class Ledger:
         self._extend(data, leaves, lead, at)
 
     def _extend(self, data: bytes, leaves: list[bytes], lead: bytes = b"",
-                at: int | None = None) -> None:
+                at: int | None = None, trace_ids: list[str] | None = None) -> None:
         """After a durable write: the tree, the offset, the observer."""
         self._tree.extend(leaves)
         start = (self._offset if at is None else at) + len(lead)
         self._offset = start + len(data)
         if self.observer is not None:
-            self.observer(self.active, start, data, leaves)
+            self.observer(self.active, start, data, leaves, trace_ids)
         self._unpublished = True  # upkeep publishes
 
     def _write_durable(self, data: bytes) -> None:
@@ -519,7 +523,7 @@ class Ledger:
                 f.seek(taken)
                 data = f.read(self._offset - taken)
             self.observer(self.active, taken, data,
-                          [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]])
+                          [merkle.leaf_hash(ln) for ln in data.split(b"\n")[:-1]], None)
         self._settle_rotation()
         # the failed write was a seal record and it reached the disk: a seal closes its
         # segment, so finish it (+i, the next segment) before anything else is written
