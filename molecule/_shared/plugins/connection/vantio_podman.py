@@ -204,8 +204,10 @@ class Connection(ConnectionBase):
         return self
 
     def _start_relay(self, path: str) -> None:
-        """Start the relay unless another task did it meanwhile (a lock per container)."""
-        with open(path + ".lock", "w") as lock:
+        """Start the relay unless another task did it meanwhile (the socket directory is the
+        lock: no lock file is left behind)."""
+        lock = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self._relay_answers(path):
                 return
@@ -222,6 +224,8 @@ class Connection(ConnectionBase):
                 if relay.poll() is not None or time.monotonic() > deadline:
                     raise _RelayGone("relay did not start")
                 time.sleep(0.01)
+        finally:
+            os.close(lock)
 
     @staticmethod
     def _relay_answers(path: str) -> bool:
