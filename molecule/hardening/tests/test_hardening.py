@@ -94,6 +94,10 @@ def test_usb_storage_stays_loadable(host, module: str) -> None:
 
 def test_no_core_dumps(host) -> None:
     assert "* hard core 0" in host.file("/etc/security/limits.d/90-vantio-core.conf").content_string
+    # podman exec opens no PAM session (no pam_limits): the login shell sets the limit itself,
+    # soft and hard, and a shell of the user cannot raise it again
+    assert host.check_output("bash -l -c 'ulimit -S -c; ulimit -H -c'").split() == ["0", "0"]
+    assert host.run(f"runuser -u {ADMIN} -- bash -l -c 'ulimit -c unlimited'").rc != 0
 
 
 # --- minimise ------------------------------------------------------------------------------
