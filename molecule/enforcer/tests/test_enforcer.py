@@ -114,3 +114,38 @@ def test_agent_restarted_stays_enforced(host) -> None:
     rekeys = [r for r in records if r.get("syscall", {}).get("name") == "vantio_rekey"
               and r.get("proc", {}).get("cgroup", "").endswith("molecule-agent.service")]
     assert rekeys, "no vantio_rekey record of the restarted agent"
+
+
+def _caps(host, pid: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    status = host.file(f"/proc/{pid}/status").content_string
+    return {k: int(v, 16) for k, v in (line.split(":\t") for line in status.splitlines()
+                                        if line.startswith("Cap"))}
+
+
+def test_enforcer_restarted_over_its_pins_arms_with_the_units_capabilities(host) -> None:
+    # The restart that once needed CAP_SYS_ADMIN (bcc reopened the pinned maps by id): under
+    # systemd, with the unit's bounding set, the daemon re-arms from its pins, then keeps
+    # CAP_BPF alone, and the agent stays enforced throughout.
+    since = host.run("date +%s").stdout.strip()
+    assert host.run("systemctl restart vantio-enforcer.service").rc == 0
+    journal = ""
+    for _ in range(60):
+        time.sleep(0.5)
+        journal = host.run(f"journalctl -u vantio-enforcer.service -o cat --since @{since}").stdout
+        if "vantio enforcer: armed" in journal:
+            break
+    assert "vantio enforcer: armed" in journal, journal
+    assert "Operation not permitted" not in journal, journal
+    pid = host.run("systemctl show -p MainPID --value vantio-enforcer.service").stdout.strip()
+    bpf, perfmon, net_admin = 1 << 39, 1 << 38, 1 << 12
+    caps = _caps(host, pid)
+    for _ in range(20):  # the daemon drops the rest right after arming
+        if caps["CapEff"] == bpf:
+            break
+        time.sleep(0.25)
+        caps = _caps(host, pid)
+    assert caps["CapBnd"] == bpf | perfmon | net_admin, {k: hex(v) for k, v in caps.items()}
+    assert caps["CapEff"] == caps["CapPrm"] == bpf, {k: hex(v) for k, v in caps.items()}
+    time.sleep(1.5)  # rounds of the agent made under the restarted daemon
+    last = rounds(host)[-1]
+    assert (last["allowed"], last["denied"]) == ("ECONNREFUSED", "EPERM"), last
