@@ -13,12 +13,12 @@ from typing import Final
 
 import pytest
 from test_systemd_unit import (
-    _OVERALL_RE,
     _allowed_syscalls,
     _one,
-    _run,
     _settings,
     _syscall_groups,
+    check_exposure,
+    check_verify,
 )
 
 UNIT_NAME: Final = "vantio-enforcer.service"
@@ -64,33 +64,12 @@ def unit_text() -> str:
     return (resources.files("vantio_appliance") / "data" / "systemd" / UNIT_NAME).read_text()
 
 
-def _write(directory: Path, text: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / UNIT_NAME).write_text(text)
-    return directory / UNIT_NAME
-
-
 def test_exposure_meets_the_target(analyze: str, unit_text: str, tmp_path: Path) -> None:
-    unit = _write(tmp_path / "units", unit_text)
-    result = _run([analyze, "security", "--no-pager", "--offline=true",
-                   f"--threshold={int(MAX_EXPOSURE * 10)}", str(unit)], tmp_path)
-    match = _OVERALL_RE.search(result.stdout)
-    assert match is not None, f"no overall exposure line:\n{result.stdout}\n{result.stderr}"
-    costs = "\n".join(line for line in result.stdout.splitlines() if line.startswith("✗"))
-    assert float(match["level"]) <= MAX_EXPOSURE, f"{match.group(0)}; costs:\n{costs}"
-    assert match["band"] in ("SAFE", "OK"), match.group(0)
-    assert result.returncode == 0, result.stderr
-    assert "ignoring" not in result.stderr, result.stderr
+    check_exposure(analyze, UNIT_NAME, unit_text, MAX_EXPOSURE, tmp_path)
 
 
 def test_verify_has_no_warnings(analyze: str, unit_text: str, tmp_path: Path) -> None:
-    assert f"\nExecStart={EXEC_START}\n" in unit_text
-    binary = shutil.which("vantio") or "/bin/true"
-    unit = _write(tmp_path / "units", unit_text.replace("ExecStart=/usr/bin/vantio",
-                                                        f"ExecStart={binary}"))
-    result = _run([analyze, "verify", "--no-pager", "--man=false", str(unit)], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "", result.stderr
+    check_verify(analyze, UNIT_NAME, unit_text, EXEC_START, tmp_path)
 
 
 def test_the_service_contract(unit_text: str) -> None:

@@ -97,11 +97,42 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _write_unit(directory: Path, text: str) -> Path:
+def _write_unit(directory: Path, text: str, name: str = UNIT_NAME) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / UNIT_NAME
+    path = directory / name
     path.write_text(text)
     return path
+
+
+def check_exposure(analyze: str, name: str, text: str, max_exposure: float,
+                   tmp_path: Path) -> None:
+    """`systemd-analyze security --offline` of unit ``name`` scores ``max_exposure`` or lower,
+    and systemd ignores none of its directives."""
+    unit = _write_unit(tmp_path / "units", text, name)
+    result = _run([analyze, "security", "--no-pager", "--offline=true",
+                   f"--threshold={int(max_exposure * 10)}", str(unit)], tmp_path)
+    match = _OVERALL_RE.search(result.stdout)
+    assert match is not None, f"no overall exposure line:\n{result.stdout}\n{result.stderr}"
+    level = float(match["level"])
+    costs = "\n".join(line for line in result.stdout.splitlines() if line.startswith("✗"))
+    assert level <= max_exposure, f"exposure {level} {match['band']}; costs:\n{costs}"
+    assert match["band"] in ("SAFE", "OK"), match.group(0)  # the bands at or below 2.0
+    assert result.returncode == 0, f"--threshold tripped:\n{result.stderr}"
+    # Directives that systemd ignores do not protect: a typo must not pass silently.
+    assert "ignoring" not in result.stderr, result.stderr
+
+
+def check_verify(analyze: str, name: str, text: str, exec_start: str, tmp_path: Path) -> None:
+    """`systemd-analyze verify` loads unit ``name`` without a single warning."""
+    # verify insists that ExecStart= exists: point it at an executable that does,
+    # for this check only (the shipped file keeps /usr/bin/vantio).
+    assert f"\nExecStart={exec_start}\n" in text
+    binary = shutil.which("vantio") or "/bin/true"
+    text = text.replace(f"ExecStart={exec_start.split()[0]}", f"ExecStart={binary}")
+    unit = _write_unit(tmp_path / "units", text, name)
+    result = _run([analyze, "verify", "--no-pager", "--man=false", str(unit)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
 
 
 def _settings(text: str) -> list[tuple[str, str]]:
@@ -127,30 +158,11 @@ def _one(settings: list[tuple[str, str]], key: str) -> str | None:
 
 
 def test_exposure_is_ok(analyze: str, unit_text: str, tmp_path: Path) -> None:
-    unit = _write_unit(tmp_path / "units", unit_text)
-    result = _run([analyze, "security", "--no-pager", "--offline=true",
-                   f"--threshold={int(MAX_EXPOSURE * 10)}", str(unit)], tmp_path)
-    match = _OVERALL_RE.search(result.stdout)
-    assert match is not None, f"no overall exposure line:\n{result.stdout}\n{result.stderr}"
-    level = float(match["level"])
-    costs = "\n".join(line for line in result.stdout.splitlines() if line.startswith("✗"))
-    assert level <= MAX_EXPOSURE, f"exposure {level} {match['band']}; costs:\n{costs}"
-    assert match["band"] in ("SAFE", "OK"), match.group(0)  # the bands at or below 2.0
-    assert result.returncode == 0, f"--threshold tripped:\n{result.stderr}"
-    # Directives that systemd ignores do not protect: a typo must not pass silently.
-    assert "ignoring" not in result.stderr, result.stderr
+    check_exposure(analyze, UNIT_NAME, unit_text, MAX_EXPOSURE, tmp_path)
 
 
 def test_verify_has_no_warnings(analyze: str, unit_text: str, tmp_path: Path) -> None:
-    # verify insists that ExecStart= exists: point it at an executable that does,
-    # for this check only (the shipped file keeps /usr/bin/vantio).
-    assert f"\nExecStart={EXEC_START}\n" in unit_text
-    binary = shutil.which("vantio") or "/bin/true"
-    text = unit_text.replace(f"ExecStart={EXEC_START.split()[0]}", f"ExecStart={binary}")
-    unit = _write_unit(tmp_path / "units", text)
-    result = _run([analyze, "verify", "--no-pager", "--man=false", str(unit)], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == "", result.stderr
+    check_verify(analyze, UNIT_NAME, unit_text, EXEC_START, tmp_path)
 
 
 def test_the_service_contract(unit_text: str) -> None:
