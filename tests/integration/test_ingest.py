@@ -442,6 +442,7 @@ def _cases() -> list[Case]:
         cases.append(Case(f"unknown-{'.'.join(path)}", _j(_set(path, value)), 422,
                           ".".join(path)))
     cg = b'"cgroup":"/s/MARK"'
+    given_id = str(uuid.uuid4()).encode()
     cases += [
         Case("malformed-truncated", b'{"action":"block","proc":{' + cg + b"}", 400),
         Case("malformed-trailing", b'{"action":"block","proc":{' + cg + b"}} x", 400),
@@ -483,6 +484,12 @@ def _cases() -> list[Case]:
              + cg + b"}}", 422, "action"),
         Case("duplicate-proc.pid-beside-quoted-colon", b'{"action":"block","proc":{'
              b'"cgroup":"/MARK\\":x","pid":1,"pid":2}}', 422, "proc.pid"),
+        # keys the ledger writes into every record line itself: one given twice is refused
+        # like any other, not merged with the ledger's
+        Case("duplicate-tenant", b'{"action":"block","tenant":"acme","tenant":"acme","proc":{'
+             + cg + b"}}", 422, "tenant"),
+        Case("duplicate-trace_id", b'{"action":"block","trace_id":"' + given_id + b'","trace_id":"'
+             + given_id + b'","proc":{' + cg + b"}}", 422, "trace_id"),
     ]
     for path, raw in ((("bytes_severed",), "1.5"), (("bytes_severed",), "1.0"),
                       (("bytes_severed",), "1e3"), (("proc", "pid"), "7.0"),
