@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -130,12 +131,23 @@ def read_lockdown(mounts: str, euid: int) -> str | None:
     return None
 
 
-def _freezer(cgroup2: Path, root: Path) -> bool:
-    """cgroup.freeze exists in every non-root cgroup v2 directory of a kernel that has it."""
+FREEZER_KERNEL: Final = (5, 2)  # cgroup v2's own freezer: part of cgroup v2 since 5.2
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a ``uname -r`` release such as ``6.1.0-28-amd64``; (0, 0) if none."""
+    parts = re.match(r"(\d+)\.(\d+)", release)
+    return (int(parts[1]), int(parts[2])) if parts else (0, 0)
+
+
+def has_freezer(cgroup2: Path, root: Path, release: str) -> bool:
+    """Whether cgroup v2 can freeze: cgroup.freeze exists in every non-root cgroup v2
+    directory of a kernel that has it. On a fresh host no such directory may exist yet
+    (the root has none), and then the kernel's version decides."""
     for d in (root, *(p for p in sorted(cgroup2.iterdir()) if p.is_dir())):
         if d.is_dir():
             return (d / "cgroup.freeze").exists()
-    return False
+    return kernel_version(release) >= FREEZER_KERNEL
 
 
 def probe(cgroup2: Path, root: Path) -> Host:
@@ -160,4 +172,5 @@ def probe(cgroup2: Path, root: Path) -> Host:
         bcc_error=bpfkit.available(), btf=Path("/sys/kernel/btf/vmlinux").exists(),
         headers=None if (build / "include").is_dir() else build,
         tracepoint=(Path("/sys/kernel/tracing/events") / TRACEPOINT).is_dir(),
-        freezer=cgroup2.is_dir() and _freezer(cgroup2, root), kernel=kernel)
+        freezer=cgroup2.is_dir() and has_freezer(cgroup2, root, os.uname().release),
+        kernel=kernel)

@@ -80,3 +80,22 @@ def test_cgroup2_is_found_where_it_is_mounted() -> None:
     assert hostcheck.cgroup2_root(unified) == Path("/sys/fs/cgroup")
     assert hostcheck.cgroup2_root("cgroup2 /srv/cg cgroup2 rw 0 0\n") == Path("/srv/cg")
     assert hostcheck.cgroup2_root("") == Path("/sys/fs/cgroup")
+
+
+def test_the_freezer_is_read_off_a_cgroup_or_on_a_fresh_host_off_the_kernel(
+        tmp_path: Path) -> None:
+    """A fresh host may have no cgroup v2 directory below the root yet (nothing has made
+    one): then cgroup.freeze cannot be looked at, and the kernel's version decides."""
+    cg2, agents = tmp_path / "unified", tmp_path / "unified" / "vantio-agents.slice"
+    cg2.mkdir()
+    assert hostcheck.has_freezer(cg2, agents, "6.1.0-28-amd64")
+    assert hostcheck.has_freezer(cg2, agents, "5.2.0")
+    assert not hostcheck.has_freezer(cg2, agents, "5.1.21")
+    assert not hostcheck.has_freezer(cg2, agents, "weird")
+    (cg2 / "other.scope").mkdir()  # a cgroup to look at: what it holds decides
+    assert not hostcheck.has_freezer(cg2, agents, "6.1.0")
+    (cg2 / "other.scope" / "cgroup.freeze").touch()
+    assert hostcheck.has_freezer(cg2, agents, "4.19.0")
+    agents.mkdir()  # the agents' own cgroup comes first
+    assert not hostcheck.has_freezer(cg2, agents, "6.1.0")
+    assert hostcheck.kernel_version("6.18.44-fc-v1300") == (6, 18)
