@@ -154,7 +154,8 @@ def probe(cgroup2: Path, root: Path) -> Host:
     """Gather the facts (mounts securityfs when it is absent and we are root)."""
     mounts = Path("/proc/self/mounts").read_text()
     euid = os.geteuid()
-    build = Path(f"/lib/modules/{os.uname().release}/build")
+    release = os.uname().release
+    build = Path(f"/lib/modules/{release}/build")
     kernel: dict[str, int] = {}
     if euid == 0:
         kernel = {
@@ -172,5 +173,4 @@ def probe(cgroup2: Path, root: Path) -> Host:
         bcc_error=bpfkit.available(), btf=Path("/sys/kernel/btf/vmlinux").exists(),
         headers=None if (build / "include").is_dir() else build,
         tracepoint=(Path("/sys/kernel/tracing/events") / TRACEPOINT).is_dir(),
-        freezer=cgroup2.is_dir() and has_freezer(cgroup2, root, os.uname().release),
-        kernel=kernel)
+        freezer=cgroup2.is_dir() and has_freezer(cgroup2, root, release), kernel=kernel)
