@@ -268,14 +268,14 @@ def wait_count(sock: Path, want: int, timeout: float) -> float | None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children still running (granian's worker)."""
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    for p in pids:
+    """User + system CPU of a process and its descendants still running (granian's worker,
+    its batch helpers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
         with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total

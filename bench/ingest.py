@@ -264,7 +264,8 @@ def _cpu_ticks(pid: int) -> int:
 
 
 class Server:
-    """A server process (and its granian worker) that this benchmark started."""
+    """A server process (its granian worker, and the worker's batch helpers) that this
+    benchmark started."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], sock: Path,
                  log: Path) -> None:
@@ -294,8 +295,17 @@ class Server:
     def workers(self) -> list[int]:
         return _children(self.proc.pid)
 
+    def descendants(self) -> list[int]:
+        found, todo = [], [self.proc.pid]
+        while todo:
+            kids = _children(todo.pop())
+            found += kids
+            todo += kids
+        return found
+
     def cpu_seconds(self) -> float:
-        ticks = sum(_cpu_ticks(p) for p in [self.proc.pid, *self.workers()])
+        """CPU of the server's processes alive now (helpers included), since they started."""
+        ticks = sum(_cpu_ticks(p) for p in [self.proc.pid, *self.descendants()])
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout: float = 120.0) -> int:

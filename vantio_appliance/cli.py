@@ -350,7 +350,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve.serve(args.dir, args.socket, mode=int(args.socket_mode, 8), group=args.socket_group,
                     use_flags=not args.no_flags, log_level=args.log_level, tls=tls,
-                    sealing=serve.Sealing(args.segment_bytes, args.segment_age, args.epoch_seconds))
+                    sealing=serve.Sealing(args.segment_bytes, args.segment_age, args.epoch_seconds),
+                    helpers=args.batch_helpers)
     except RuntimeError as exc:
         _die(str(exc))
     return EXIT_OK
@@ -488,6 +489,16 @@ def _positive(conv: Callable[[str], float]) -> Callable[[str], float]:
     return check
 
 
+def _helpers(text: str) -> int | None:
+    """--batch-helpers: a count from 0 to 64, or empty for the default."""
+    if not text:
+        return None
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise ValueError(text)
+    return value
+
+
 def _sealing_options(p: argparse.ArgumentParser) -> None:
     """When the service seals a segment and rotates the epoch key. Each default comes from the
     environment first (VANTIO_SEGMENT_BYTES, VANTIO_SEGMENT_AGE, VANTIO_EPOCH_SECONDS: an
@@ -607,6 +618,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-group", help="group owning the socket (e.g. vantio-ingest)")
     _tls_options(p, "also serve TCP with TLS, through a front process (see vantio front)")
     _sealing_options(p)
+    p.add_argument("--batch-helpers", type=_helpers, metavar="N",
+                   default=os.environ.get("VANTIO_BATCH_HELPERS", ""),
+                   help="processes that validate and prepare large batches beside the event "
+                   "loop; 0: none (default $VANTIO_BATCH_HELPERS, else one per core beyond "
+                   "the first, at most 4)")
     p.add_argument("--no-flags", action="store_true", help=argparse.SUPPRESS)
 
     p = _command(top, "front", cmd_front, "serve TCP with TLS in front of the service's unix "

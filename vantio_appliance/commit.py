@@ -23,13 +23,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
-from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Staged, Submission
+from .writer import PUBLISH_INTERVAL_S, Ack, Ledger, Prepared, Staged, Submission
 
 IDLE_TICK_S: Final = 1.0  # how often an idle committer checks rotation by age
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[Sequence[Submission], "asyncio.Future[list[Ack]]"]
+Entry = tuple[Sequence[Submission | Prepared], "asyncio.Future[list[Ack]]"]
 
 
 class Busy(RuntimeError):
@@ -56,7 +56,8 @@ class GroupCommitter:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="vantio-commit")
         self._tick = loop.call_soon(self._idle)
 
-    def enqueue(self, subs: Sequence[Submission], fut: asyncio.Future[list[Ack]]) -> None:
+    def enqueue(self, subs: Sequence[Submission | Prepared],
+                fut: asyncio.Future[list[Ack]]) -> None:
         """Queue ``subs`` to be committed together; ``fut`` gets their Acks in order."""
         if self._closing:
             raise Busy("the ledger is shutting down")

@@ -59,7 +59,8 @@ class Sealing:
 
 def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
           group: str | None = None, use_flags: bool = True, log_level: str = "info",
-          tls: TLS | None = None, sealing: Sealing | None = None) -> None:
+          tls: TLS | None = None, sealing: Sealing | None = None, helpers: int | None = None
+          ) -> None:
     """Serve until SIGTERM/SIGINT; the queue is drained and the ledger closed on the way out."""
     sock.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     _clear_stale(sock)
@@ -70,6 +71,8 @@ def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
         os.environ.update({"VANTIO_SEGMENT_BYTES": str(sealing.segment_bytes),
                            "VANTIO_SEGMENT_AGE": str(sealing.segment_age_s),
                            "VANTIO_EPOCH_SECONDS": str(sealing.epoch_seconds)})
+    if helpers is not None:  # read by ingest.App.start; unset: ingest.default_helpers()
+        os.environ["VANTIO_BATCH_HELPERS"] = str(helpers)
     tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
     try:  # uvloop: +25-70% requests/s over asyncio in bench/ingest.py --granian-matrix
         Granian("vantio_appliance.ingest:app", interface=Interfaces.RSGI, uds=sock,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -45,6 +46,8 @@ from .records import (
     SYSTEM_TENANT,
     Anchor,
     Epoch,
+    Event,
+    Gap,
     Genesis,
     RecordError,
     Seal,
@@ -129,6 +132,46 @@ class Ack(msgspec.Struct, frozen=True, gc=False):
 #: their leaf hashes, their trace ids when the writer has them at hand, else None); the
 #: service's hot index is one.
 Observer = Callable[[str, int, bytes, list[bytes], list[str] | None], None]
+
+
+class Prepared(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A submission encoded as its record line, with 0 for its seq and zeros for its time.
+
+    The writer, which alone gives seqs and times, puts them in with two
+    replacements instead of encoding the record: whoever holds the tenant's
+    key (the receipt is in the line) can prepare, so the ingest service
+    prepares batches in helper processes, on the other cores, and its event
+    loop only finishes the lines.
+    """
+
+    line: bytes
+    trace_id: str
+    receipt: str
+
+
+#: What ``prepare`` encodes in place of the seq and the time; keys the closed whitelist
+#: lets occur once a line and only at its top level (a string cannot hold the unescaped
+#: quote before them), so the first occurrence is the one.
+_SEQ: Final = b',"seq":0,'
+_ZERO_TIME: Final = Time(mono_ns=0, real_ns=0, earliest_ns=0, latest_ns=0)
+_TIME: Final = b',"time":' + encode(_ZERO_TIME) + b","
+
+
+def prepare(batch: Sequence[Submission], mac: Callable[[str], HMAC]) -> list[Prepared]:
+    """``batch`` as record lines with trace ids and receipts, for ``Ledger.stage``.
+
+    ``mac(tenant)`` is an HMAC keyed with the tenant's API key, copied per receipt.
+    """
+    records = []
+    for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
+        f = sub.fields
+        tid = new_id if f.trace_id is UNSET else f.trace_id
+        receipt = mac(sub.tenant).copy()
+        receipt.update(tid.encode())
+        records.append(f.record(seq=0, trace_id=tid, tenant=sub.tenant, time=_ZERO_TIME,
+                                receipt=receipt.finalize().hex()))
+    return [Prepared(line, rec.trace_id, rec.receipt)
+            for rec, line in zip(records, encode_lines(records).split(b"\n"), strict=False)]
 
 
 class Staged(msgspec.Struct, frozen=True, gc=False):
@@ -404,7 +447,7 @@ class Ledger:
         if self.unpublished:
             self._publish(now=False)
 
-    def write(self, batch: Sequence[Submission]) -> list[Ack]:
+    def write(self, batch: Sequence[Submission | Prepared]) -> list[Ack]:
         """Commit ``batch`` as one group: durable when this returns. ``upkeep`` follows.
 
         Raises LedgerUnavailable when the disk refuses the write: then no
@@ -419,27 +462,45 @@ class Ledger:
     # waits on the disk, in a thread of its own and the rest on its event loop. Between
     # ``stage`` and ``finish`` nothing else may touch the ledger.
 
-    def stage(self, batch: Sequence[Submission]) -> Staged:
+    def stage(self, batch: Sequence[Submission | Prepared]) -> Staged:
         """The group's record lines, leaf hashes and acknowledgements (CPU only, unless a
         failed write is to be repaired first)."""
         self._repair()
         t = _time(osutil.clock_error_ns())  # the group is accepted at one moment
-        events = []
-        seq = self._tree.size
-        for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
+        first = self._tree.size
+        records: Sequence[Event | Gap | Prepared]
+        if all(type(x) is Submission for x in batch):  # encoded at once: 0.9 us a record less
+            records = self._records(batch, first, t)  # type: ignore[arg-type]
+            data = encode_lines(records)
+            lines = data.split(b"\n")[:-1]
+        else:  # a helper's batch in the group: the seqs and the time put in
+            records = self._prepared(batch)
+            when = b',"time":' + encode(t) + b","
+            lines = [p.line.replace(_SEQ, b',"seq":%d,' % seq, 1).replace(_TIME, when, 1)
+                     for seq, p in enumerate(records, first)]
+            data = b"".join([line + b"\n" for line in lines])
+        sha = hashlib.sha256
+        leaves = [sha(b"\x00" + line).digest() for line in lines]
+        return Staged(data, leaves, [Ack(seq, r.trace_id, r.receipt, leaf, t) for seq, r, leaf
+                                     in zip(itertools.count(first), records, leaves)])
+
+    def _records(self, batch: Sequence[Submission], first: int, t: Time) -> list[Event | Gap]:
+        """The records of submissions, with their seqs from ``first``, trace ids and receipts."""
+        records = []
+        for seq, sub, new_id in zip(itertools.count(first), batch, new_trace_ids(len(batch))):
             f = sub.fields
             tid = new_id if f.trace_id is UNSET else f.trace_id
             mac = self._receipt_mac(sub.tenant).copy()
             mac.update(tid.encode())
-            rcpt = mac.finalize().hex()
-            events.append(f.record(seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
-                                   receipt=rcpt))
-            seq += 1
-        data = encode_lines(events)
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + line).digest() for line in data.split(b"\n")[:-1]]
-        return Staged(data, leaves, [Ack(e.seq, e.trace_id, e.receipt, leaf, t)
-                                     for e, leaf in zip(events, leaves, strict=True)])
+            records.append(f.record(seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
+                                    receipt=mac.finalize().hex()))
+        return records
+
+    def _prepared(self, batch: Sequence[Submission | Prepared]) -> list[Prepared]:
+        """The batch as Prepared records, the Submissions in it prepared here."""
+        subs = [x for x in batch if type(x) is Submission]
+        made = iter(prepare(subs, self._receipt_mac))
+        return [next(made) if type(x) is Submission else x for x in batch]  # type: ignore[misc]
 
     def store(self, staged: Staged) -> None:
         """Write the group and fdatasync it (raises LedgerUnavailable as ``write``)."""

@@ -52,9 +52,8 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path, str]]:
         deadline = time.monotonic() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                if sock.exists():
-                    break
+                if sock.exists() and _healthz(port, cert) == 200:
+                    break  # the front is up, and the ledger service behind it answers
             except OSError:
                 pass
             assert proc.poll() is None, "the server exited"
@@ -68,6 +67,16 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path, str]]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _healthz(port: int, cert: Path) -> int:
+    ctx = ssl.create_default_context(cafile=str(cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=2)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def test_tls_listener_relays_to_the_ledger(tls_server: tuple[Path, int, Path, str]) -> None:

@@ -54,7 +54,9 @@ NEEDED_SYSCALLS: Final = {
     # clone3 is answered ENOSYS under RestrictNamespaces= (systemd cannot check its
     # flags), and glibc falls back to clone.
     "clone": "threads, and the granian worker process",
-    "execve": "starting the interpreter",
+    "execve": "starting the interpreter (and the batch helpers: spawned, not forked)",
+    "prctl": "batch helpers die with their parent (PR_SET_PDEATHSIG)",
+    "pipe2": "the batch helpers' pipes",
     "wait4": "reaping the worker",
     "kill": "stopping the worker",
     "getrandom": "key generation",
