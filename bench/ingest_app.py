@@ -187,8 +187,9 @@ def main() -> int:
                           "verify_exit": verify.returncode, "ledger_records": counted,
                           "checkout": checkout()}, indent=1))
         return 0
-    print(f"The ingest app without HTTP (uvloop, one process), {args.seconds:g} s a load; "
-          f"code {checkout()}; 1-minute load average {os.getloadavg()[0]:.2f}.")
+    print(f"The ingest app without HTTP (uvloop, one process and its batch helpers), "
+          f"{args.seconds:g} s a load; code {checkout()}; 1-minute load average "
+          f"{os.getloadavg()[0]:.2f}.")
     print(f"{'load':<10} {'clients':>7} {'records/s':>11} {'loop us/rec':>12} "
           f"{'process us/rec':>15} {'helpers us/rec':>15} {'records/group':>14}")
     for r in results:

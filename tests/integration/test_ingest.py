@@ -288,11 +288,16 @@ def test_a_tenant_added_while_running_can_write(own_svc: Svc) -> None:
     assert own_svc.server.proc.poll() is None  # no restart
 
 
-def test_sigterm_under_load_drains_and_exits_0(own_svc: Svc) -> None:
-    load = Load(own_svc.sock, own_svc.writer, threads=8).start()
+@pytest.mark.parametrize("batch_size", [20, 1000])  # 1000: large batches go to helpers
+def test_sigterm_under_load_drains_and_exits_0(own_svc: Svc, batch_size: int) -> None:
+    load = Load(own_svc.sock, own_svc.writer, threads=8, batch_size=batch_size).start()
     try:
         load.wait_for(300, timeout=20)
         assert load.acked() >= 300, (load.statuses, own_svc.server.logs())
+        deadline = time.monotonic() + 60  # the batches grow from 1: until helpers have some
+        while batch_size == 1000 and _metrics(own_svc)["vantio_helper_batches_total"] < 3:
+            assert time.monotonic() < deadline, "no batch reached a helper"
+            time.sleep(0.05)
         code = own_svc.server.terminate(timeout=10)
     finally:
         load.finish()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ledger_helpers import ORIGIN, cli
 from service_helpers import (
     Ack,
@@ -101,17 +102,21 @@ def _proof_verifies(sock: Path, reader: str, root: Path, ack: Ack, tmp: Path) ->
 # -- kill -9 -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("batch_size", [40, 1000])  # 1000: large batches go to helpers
 def test_kill_9_under_load_loses_no_201_and_the_server_restarts(ledger_dir: Path,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path,
+                                                                  batch_size: int) -> None:
     key, reader = add_tenant(ledger_dir, "acme"), add_tenant(ledger_dir, "auditor", "reader")
     sock = tmp_path / "ingest.sock"
     server = Server(ledger_dir, sock, tmp_path / "server.log")
     try:
         server.start()
-        load = Load(sock, key, threads=6, batch_every=2, batch_size=40).start()
+        load = Load(sock, key, threads=6, batch_every=2, batch_size=batch_size).start()
         try:
             load.wait_for(2000, timeout=30)
             assert load.acked() >= 2000, (load.statuses, server.logs())
+            if batch_size == 1000:  # the sizes grow from 1: wait until helpers have had some
+                assert _wait(lambda: _metrics(sock)["vantio_helper_batches_total"] >= 3, 60)
             server.kill()  # SIGKILL to the whole process group, mid-stream
         finally:
             load.finish()
