@@ -24,7 +24,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -162,16 +162,24 @@ def prepare(batch: Sequence[Submission], mac: Callable[[str], HMAC]) -> list[Pre
 
     ``mac(tenant)`` is an HMAC keyed with the tenant's API key, copied per receipt.
     """
+    records = _records(batch, mac, itertools.repeat(0), _ZERO_TIME)
+    return [Prepared(line, rec.trace_id, rec.receipt)
+            for rec, line in zip(records, encode_lines(records).split(b"\n"), strict=False)]
+
+
+def _records(batch: Sequence[Submission], mac: Callable[[str], HMAC], seqs: Iterable[int],
+             time: Time) -> list[Event | Gap]:
+    """The records of submissions: their trace ids (new where none was given), receipts
+    (``mac`` as for ``prepare``), ``seqs`` (endless) and ``time``."""
     records = []
-    for sub, new_id in zip(batch, new_trace_ids(len(batch)), strict=True):
+    for seq, sub, new_id in zip(seqs, batch, new_trace_ids(len(batch)), strict=False):
         f = sub.fields
         tid = new_id if f.trace_id is UNSET else f.trace_id
         receipt = mac(sub.tenant).copy()
         receipt.update(tid.encode())
-        records.append(f.record(seq=0, trace_id=tid, tenant=sub.tenant, time=_ZERO_TIME,
+        records.append(f.record(seq=seq, trace_id=tid, tenant=sub.tenant, time=time,
                                 receipt=receipt.finalize().hex()))
-    return [Prepared(line, rec.trace_id, rec.receipt)
-            for rec, line in zip(records, encode_lines(records).split(b"\n"), strict=False)]
+    return records
 
 
 class Staged(msgspec.Struct, frozen=True, gc=False):
@@ -470,7 +478,8 @@ class Ledger:
         first = self._tree.size
         records: Sequence[Event | Gap | Prepared]
         if all(type(x) is Submission for x in batch):  # encoded at once: 0.9 us a record less
-            records = self._records(batch, first, t)  # type: ignore[arg-type]
+            records = _records(batch, self._receipt_mac,  # type: ignore[arg-type]
+                               itertools.count(first), t)
             data = encode_lines(records)
             lines = data.split(b"\n")[:-1]
         else:  # a helper's batch in the group: the seqs and the time put in
@@ -483,18 +492,6 @@ class Ledger:
         leaves = [sha(b"\x00" + line).digest() for line in lines]
         return Staged(data, leaves, [Ack(seq, r.trace_id, r.receipt, leaf, t) for seq, r, leaf
                                      in zip(itertools.count(first), records, leaves)])
-
-    def _records(self, batch: Sequence[Submission], first: int, t: Time) -> list[Event | Gap]:
-        """The records of submissions, with their seqs from ``first``, trace ids and receipts."""
-        records = []
-        for seq, sub, new_id in zip(itertools.count(first), batch, new_trace_ids(len(batch))):
-            f = sub.fields
-            tid = new_id if f.trace_id is UNSET else f.trace_id
-            mac = self._receipt_mac(sub.tenant).copy()
-            mac.update(tid.encode())
-            records.append(f.record(seq=seq, trace_id=tid, tenant=sub.tenant, time=t,
-                                    receipt=mac.finalize().hex()))
-        return records
 
     def _prepared(self, batch: Sequence[Submission | Prepared]) -> list[Prepared]:
         """The batch as Prepared records, the Submissions in it prepared here."""

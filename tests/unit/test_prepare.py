@@ -86,3 +86,24 @@ def test_prepared_by_another_process_stage_alike(ledger: tuple[writer.Ledger, st
         assert line == canonical.encode(sub.fields.record(
             seq=ack.seq, trace_id=ack.trace_id, tenant="acme", time=ack.time,
             receipt=ack.receipt))
+
+
+def test_a_group_of_submissions_and_prepared_records_stages_in_order(
+        ledger: tuple[writer.Ledger, str]) -> None:
+    """A helper's batch and the loop's own submissions in one group: every line canonical,
+    seqs in the group's order, each receipt the tenant's."""
+    led, api_key = ledger
+    subs = [submission(s) for s in submissions()]
+    mac = HMAC(api_key.encode(), SHA256())
+    group: list[writer.Submission | writer.Prepared] = [
+        *subs[:5], *writer.prepare(subs[5:15], lambda _: mac), *subs[15:]]
+    staged = led.stage(group)
+    lines = staged.data.split(b"\n")
+    assert lines.pop() == b""
+    assert [a.seq for a in staged.acks] == list(range(led.size, led.size + len(subs)))
+    for sub, line, ack in zip(subs, lines, staged.acks, strict=True):
+        assert line == canonical.encode(sub.fields.record(
+            seq=ack.seq, trace_id=ack.trace_id, tenant="acme", time=ack.time,
+            receipt=ack.receipt))
+        assert ack.receipt == hmac.new(api_key.encode(), ack.trace_id.encode(),
+                                       hashlib.sha256).hexdigest()
