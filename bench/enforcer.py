@@ -51,6 +51,7 @@ REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _metrics import metrics_text  # noqa: E402
+from _proc import cpu_seconds, descendants  # noqa: E402
 from _workdir import checkout, remove  # noqa: E402
 
 from vantio_appliance import client, enforcer  # noqa: E402
@@ -267,18 +268,9 @@ def wait_count(sock: Path, want: int, timeout: float) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants still running (granian's worker,
-    its batch helpers)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+def tree_cpu(pid: int) -> float:
+    """CPU of a process and everything below it (granian's worker, its batch helpers)."""
+    return cpu_seconds([pid, *descendants(pid)])
 
 
 def ledger_events(ledger: Path) -> Iterator[bytes]:
@@ -330,7 +322,7 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                                     float(TARGET_RATE))):
             time.sleep(1)
             base = metric(sock, "vantio_records_total")
-            cpu0 = cpu_seconds(d.proc.pid), cpu_seconds(server.pid)
+            cpu0 = tree_cpu(d.proc.pid), tree_cpu(server.pid)
             t0, gen_s = run_generator(d, count, rate)
             t_gen = t0 + gen_s  # approximately: the agent's start-up is before its t0
             done = wait_count(sock, base + count, timeout=max(60.0, count / 5000))
@@ -341,8 +333,8 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
                 say(f"  {label:26} agent {count / gen_s:9,.0f}/s; ledger got only {got:,} of "
                     f"{count:,} in time; lost (gaps) {lost}")
                 continue
-            cpu = ((cpu_seconds(d.proc.pid) - cpu0[0]) / count * 1e6,
-                   (cpu_seconds(server.pid) - cpu0[1]) / count * 1e6)
+            cpu = ((tree_cpu(d.proc.pid) - cpu0[0]) / count * 1e6,
+                   (tree_cpu(server.pid) - cpu0[1]) / count * 1e6)
             say(f"  {label:26} agent {count / gen_s:9,.0f}/s  ledger {count / (done - t0):9,.0f}"
                 f" recorded/s  behind by {max(done - t_gen, 0):5.2f} s at the agent's end  "
                 f"lost (gaps) {lost}\n  {'':26} CPU per decision: enforcer {cpu[0]:5.1f} us, "

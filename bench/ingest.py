@@ -95,6 +95,7 @@ REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _metrics import metrics_text  # noqa: E402
+from _proc import children, cpu_seconds, descendants  # noqa: E402
 from _workdir import checkout, default_base, filesystem_of, remove  # noqa: E402
 
 from vantio_appliance import demo  # noqa: E402
@@ -241,28 +242,6 @@ def host_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks; 0 when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
-
-
 class Server:
     """A server process (its granian worker, and the worker's batch helpers) that this
     benchmark started."""
@@ -293,20 +272,11 @@ class Server:
                            f"{self.log_tail()}")
 
     def workers(self) -> list[int]:
-        return _children(self.proc.pid)
-
-    def descendants(self) -> list[int]:
-        found, todo = [], [self.proc.pid]
-        while todo:
-            kids = _children(todo.pop())
-            found += kids
-            todo += kids
-        return found
+        return children(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """CPU of the server's processes alive now (helpers included), since they started."""
-        ticks = sum(_cpu_ticks(p) for p in [self.proc.pid, *self.descendants()])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds([self.proc.pid, *descendants(self.proc.pid)])
 
     def stop(self, timeout: float = 120.0) -> int:
         """SIGTERM (the service drains its queue), then SIGKILL to its group if it hangs."""

@@ -44,6 +44,7 @@ import uvloop
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _proc import cpu_seconds, descendants  # noqa: E402
 from _workdir import checkout, default_base, remove  # noqa: E402
 
 from vantio_appliance import demo, keys, writer  # noqa: E402
@@ -111,17 +112,8 @@ async def _client(app: App, scopes: list[_Scope], data: list[bytes], first: int,
 
 
 def _helpers_cpu() -> float:
-    """CPU seconds of this process's children so far: the app's helper processes."""
-    total, me = 0, str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[1] == me:
-                total += int(stat[11]) + int(stat[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of this process's children so far: the app's batch helpers."""
+    return cpu_seconds(descendants(os.getpid()))
 
 
 async def _run(app: App, load: Load, api_key: str, seconds: float) -> dict[str, Any]:

@@ -74,7 +74,7 @@ class Helpers:
 
     def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
         """New helpers, unless another caller has replaced the broken pool already."""
-        if self._pool is broken:
+        if self._pool is broken:  # the loop waits for the spawn (~0.5 s): only after a death
             log.warning("a helper process died: starting new helpers")
             broken.shutdown(wait=False)
             self._pool = self._start()
