@@ -350,7 +350,7 @@ class App:
         self.committer = GroupCommitter(ledger, loop, max_pending=int(
             os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
         helpers = int(env("VANTIO_BATCH_HELPERS") or default_helpers())
-        self.helpers = Helpers(helpers) if helpers else None
+        self.helpers = Helpers(helpers, loop) if helpers else None
         gc.collect()
         gc.freeze()  # the index is long-lived: full collections stalled requests 10-18 ms
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -474,10 +474,9 @@ class App:
 
     async def _prepared(self, tenant: keys.Tenant, body: bytes) -> list[Prepared]:
         """A batch validated and prepared by a helper process (``prepare_batch``)."""
-        assert self.helpers is not None and self.loop is not None
+        assert self.helpers is not None
         try:
-            out = await self.helpers.run(self.loop, prepare_batch, tenant.name,
-                                         tenant.api_key, body)
+            out = await self.helpers.run(prepare_batch, tenant.name, tenant.api_key, body)
         except HelpersGone as exc:
             raise HTTPError(503, str(exc), headers=[("retry-after", "1")]) from None
         self.metrics.helper_batches += 1

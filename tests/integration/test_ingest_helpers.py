@@ -131,7 +131,8 @@ def test_a_duplicate_key_in_a_large_batch_is_refused(
 def test_a_helper_killed_costs_at_most_its_batch(
         service: tuple[Path, Path, Server, str, str]) -> None:
     """kill -9 of a helper, idle and then while batches are in flight: every 201 is on disk,
-    every other answer is a 503 whose records are not, and new helpers take over."""
+    every other answer is a 503 whose records are not, new helpers take over, and
+    SIGTERM still stops the service cleanly."""
     root, sock, server, key, _ = service
     [helper] = _helpers(server)[:1]
     os.kill(helper, signal.SIGKILL)
@@ -168,6 +169,8 @@ def test_a_helper_killed_costs_at_most_its_batch(
     assert _metric(sock, "vantio_helper_restarts_total") >= 1
     check_batch(request(sock, "POST", "/v1/records:batch", _body(_batch(marker())),
                         auth(key)), key, N)
+    assert server.terminate() == 0, server.logs()  # and it still stops cleanly, at once
+    assert server.stopped_in is not None and server.stopped_in < 10
 
 
 def test_helpers_do_not_outlive_the_worker(service: tuple[Path, Path, Server, str, str]
