@@ -1,7 +1,8 @@
 """CPU time of a server's process tree, from /proc: shared by the benchmarks.
 
-The ingest service is several processes (vantio serve, granian's worker, the
-worker's batch helpers); a figure per record must count them all.
+The ingest service is several processes (`vantio serve`, its batch helpers:
+``python -m vantio_appliance._internal.helpers``, and the TLS front when it has
+one); a figure per record must count them all.
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def wait_count(sock: Path, want: int, timeout: float) -> float | None:
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU of a process and everything below it (granian's worker, its batch helpers)."""
+    """CPU of a process and everything below it (`vantio serve`'s batch helpers)."""
     return cpu_seconds([pid, *descendants(pid)])
 
 
@@ -361,7 +361,7 @@ def end_to_end_part(work: Path, n: int, paced_s: float) -> None:
     finally:
         if d is not None:
             d.close()
-        os.killpg(server.pid, signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)  # the main process drains, then stops its helpers
         server.wait(60)
         serve_log.close()
 

@@ -4,14 +4,16 @@ One run, three servers, the same four loads each, from bench/loadgen.c (C,
 epoll, one thread: client and server share the machine's cores), compiled
 at run time with gcc -O2 into the work directory:
 
-  vantio     `vantio serve` as shipped (granian, one worker, the unix socket)
-             on a new ledger; a 201 means the record's group is fdatasync'd.
-  SQLite     the same HTTP stack (granian, one worker, the settings of
-             serve.py) in front of bench/sqlite_ingest_app.py: the same key
-             lookup and msgspec validation (ingest.parse_event/parse_batch),
-             the same canonical record bytes, group commit into SQLite
-             (WAL, synchronous=FULL), 201 after COMMIT.
-  no store   the same app and stack acknowledging at once, storing nothing:
+  vantio     `vantio serve` as shipped (its own HTTP/1.1 server on uvloop,
+             one process, its batch helpers, the unix socket) on a new
+             ledger; a 201 means the record's group is fdatasync'd.
+  SQLite     bench/sqlite_ingest_app.py on the same HTTP server
+             (vantio_appliance._internal.http1 on uvloop, one process, the
+             socket options of serve.py): the same key lookup and msgspec
+             validation (ingest.parse_event/parse_batch), the same canonical
+             record bytes, group commit into SQLite (WAL, synchronous=FULL),
+             201 after COMMIT; no batch helpers.
+  no store   the same app and server acknowledging at once, storing nothing:
              the ceiling of HTTP + authentication + validation on this host.
 
 The loads, each after --warmup seconds that are not measured:
@@ -38,7 +40,6 @@ through the batch endpoint. Figures and verdicts only; nothing is asserted.
 
     .venv/bin/python bench/ingest.py [--repeat N] [--duration S] [--warmup S] [--json]
     .venv/bin/python bench/ingest.py --profile [--profile-seconds S]
-    .venv/bin/python bench/ingest.py --granian-matrix [--repeat N] [--configs NAME,...]
 
 For vantio, the service's fdatasync histogram (/metrics) is read before and
 after each load: how many group writes it made, and how many of them took
@@ -51,11 +52,10 @@ figures taken while it is well above zero are low. The single-record figures
 vary by +-20% between runs on the 2-core VM even when it is quiet: use
 --repeat 3 (medians and ranges are printed) before comparing two builds.
 
---profile: py-spy (pip install py-spy) samples the vantio worker process,
-native frames included, while the single-record load runs; prints where its
-threads spend their samples. --granian-matrix: the vantio app (and the
-no-store ceiling) under granian settings serve.py could use: event loop,
-task implementation, runtime mode and threads, backpressure, HTTP/1 only.
+--profile: py-spy (pip install py-spy) samples the `vantio serve` process
+(its event loop and commit threads; not the batch helpers, which the
+single-record load does not use), native frames included, while the
+single-record load runs; prints where its threads spend their samples.
 
 Everything the run creates is in one temporary directory (servers stopped,
 inode flags cleared, removed at the end). Needs root for the ledger's inode
@@ -68,7 +68,6 @@ import argparse
 import contextlib
 import hashlib
 import hmac
-import importlib.util
 import json
 import os
 import random
@@ -95,7 +94,7 @@ REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _metrics import metrics_text  # noqa: E402
-from _proc import children, cpu_seconds, descendants  # noqa: E402
+from _proc import cpu_seconds, descendants  # noqa: E402
 from _workdir import checkout, default_base, filesystem_of, remove  # noqa: E402
 
 from vantio_appliance import demo  # noqa: E402
@@ -104,10 +103,8 @@ from vantio_appliance.records import receipt  # noqa: E402
 
 LOADGEN_C: Final = REPO / "bench" / "loadgen.c"
 VANTIO: Final = [sys.executable, "-m", "vantio_appliance.cli"]
-GRANIAN: Final = [sys.executable, "-m", "granian"]
-#: the settings serve.py gives Granian, as command-line options
-SERVE_PY_OPTIONS: Final = ["--interface", "rsgi", "--workers", "1", "--loop", "uvloop",
-                           "--no-access-log", "--backlog", "1024", "--uds-permissions", "660"]
+#: the SQLite and no-store servers: `SQLITE_APP --socket PATH {app,null}`
+SQLITE_APP: Final = [sys.executable, str(REPO / "bench" / "sqlite_ingest_app.py")]
 TENANT: Final = "bench"
 ORIGIN: Final = "vantio.appliance/bench/ingest"
 POOL: Final = 1024  # distinct enforcer events, cycled
@@ -129,7 +126,7 @@ def say(msg: str, end: str = "\n") -> None:
 def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
     out = [f"python {sys.version.split()[0]}", f"sqlite {sqlite3.sqlite_version}"]
-    for pkg in ("granian", "msgspec", "uvloop", "rloop"):
+    for pkg in ("httptools", "uvloop", "msgspec"):
         with contextlib.suppress(PackageNotFoundError):
             out.append(f"{pkg} {version(pkg)}")
     return ", ".join(out)
@@ -243,8 +240,7 @@ def host_cpu() -> tuple[float, float]:
 
 
 class Server:
-    """A server process (its granian worker, and the worker's batch helpers) that this
-    benchmark started."""
+    """A server process (and its batch helpers, for vantio) that this benchmark started."""
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], sock: Path,
                  log: Path) -> None:
@@ -270,9 +266,6 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} server not ready after {timeout:.0f} s:\n"
                            f"{self.log_tail()}")
-
-    def workers(self) -> list[int]:
-        return children(self.proc.pid)
 
     def cpu_seconds(self) -> float:
         """CPU of the server's processes alive now (helpers included), since they started."""
@@ -323,7 +316,7 @@ def fsync_figures(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 
 def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VANTIO_", "GRANIAN_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VANTIO_")}
     env.pop("NOTIFY_SOCKET", None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "bench"),
                                          *filter(None, [env.get("PYTHONPATH")])])
@@ -350,17 +343,11 @@ def start_vantio(work: Path, ledger: Path, sock: Path) -> Server:
     return Server("vantio", cmd, base_env(), sock, work / "vantio-serve.log")
 
 
-def start_granian(name: str, work: Path, target: str, sock: Path, env: dict[str, str],
-                  options: list[str]) -> Server:
-    cmd = [*GRANIAN, *options, "--uds", str(sock), "--log-level", "warning",
-           "--working-dir", str(REPO / "bench"), target]
-    return Server(name, cmd, {**base_env(), **env}, sock, work / f"{name}-granian.log")
-
-
-def vantio_app_env(ledger: Path, sock: Path) -> dict[str, str]:
-    """What serve.py puts in the environment for the app (vantio_appliance.ingest:app)."""
-    return {"VANTIO_LEDGER_DIR": str(ledger), "VANTIO_SOCKET": str(sock),
-            "VANTIO_NO_FLAGS": "0" if use_flags() else "1", "VANTIO_SOCKET_GROUP": ""}
+def start_sqlite(name: str, work: Path, ledger: Path, sock: Path) -> Server:
+    """bench/sqlite_ingest_app.py: "sqlite" stores in work/s.db, "null" stores nothing."""
+    cmd = [*SQLITE_APP, "--socket", str(sock), "app" if name == "sqlite" else "null"]
+    env = {"SQLITE_INGEST_LEDGER": str(ledger), "SQLITE_INGEST_DB": str(work / "s.db")}
+    return Server(name, cmd, {**base_env(), **env}, sock, work / f"{name}-server.log")
 
 
 # -- loads -----------------------------------------------------------------------
@@ -504,12 +491,8 @@ def serve_and_load(name: str, work: Path, ledger: Path, loadgen: Path, loads: li
     """Start one of SERVERS, run the loads, stop it, check what it stored."""
     sock = work / f"{name}.sock"
     say(f"{LABELS[name]} server")
-    if name == "vantio":
-        server = start_vantio(work, ledger, sock)
-    else:
-        env = {"SQLITE_INGEST_LEDGER": str(ledger), "SQLITE_INGEST_DB": str(work / "s.db")}
-        target = "sqlite_ingest_app:" + ("app" if name == "sqlite" else "null_app")
-        server = start_granian(name, work, target, sock, env, SERVE_PY_OPTIONS)
+    server = (start_vantio(work, ledger, sock) if name == "vantio"
+              else start_sqlite(name, work, ledger, sock))
     try:
         server.wait_ready()
         results = run_loads(loadgen, server, loads, files, api_key, args, work)
@@ -627,10 +610,11 @@ def print_table(result: dict[str, Any], work: Path) -> None:
           f"servers and the C load generator; {host['versions']}; code: {result['checkout']}.\n"
           f"1-minute load average {host['load_1min_before']:.2f} before, "
           f"{host['load_1min_after']:.2f} after.\n"
-          f"Servers: vantio = `vantio serve` (granian, one worker); SQLite = "
-          f"bench/sqlite_ingest_app.py (same validation and record bytes, WAL + "
-          f"synchronous=FULL, group commit); no store = the same app answering 201 at once "
-          f"(ceiling of HTTP + validation). Both granian-served apps use serve.py's settings.\n"
+          f"Servers: vantio = `vantio serve` (its own HTTP/1.1 server on uvloop, one "
+          f"process, batch helpers); SQLite = bench/sqlite_ingest_app.py (same validation "
+          f"and record bytes, WAL + synchronous=FULL, group commit); no store = the same app "
+          f"answering 201 at once (ceiling of HTTP + validation). SQLite and no store run on "
+          f"the same HTTP server and validation as vantio, in one process without helpers.\n"
           f"Targets (vantio): >= {TARGET_RPS:,} single-record requests/s; p99 < "
           f"{TARGET_P99_MS:g} ms at {result['targets']['open_loop_rate']:,.0f}/s offered; "
           f">= {TARGET_BATCH:,} records/s through the batch endpoint.\n")
@@ -736,9 +720,9 @@ def _is_python(frame: str) -> bool:
     return ".py:" in frame
 
 
-_LISTED: Final = ("vantio_appliance/", "granian/rsgi.py", "granian/_futures.py",
-                   "asyncio/futures.py", "concurrent/futures/", "asyncio/selector_events.py",
-                   "asyncio/events.py", "json/")
+#: the HTTP server is among the app's own (vantio_appliance/_internal/http1.py)
+_LISTED: Final = ("vantio_appliance/", "asyncio/futures.py", "concurrent/futures/",
+                   "asyncio/selector_events.py", "asyncio/events.py", "json/")
 
 
 def _worth_listing(frame: str) -> bool:
@@ -754,7 +738,7 @@ def classify(frames: list[str]) -> tuple[str, str]:
     if not py:
         native = [f for f in frames if not f.startswith("0x")]
         where = _short(native[-1]) if native else "(unnamed native code)"
-        return "(no Python frame: granian's Rust thread)", where
+        return "(no Python frame: native code)", where
     last = py[-1]
     where, below = frames[last], frames[last + 1:]
     names = [f.split(" (")[0] for f in below]
@@ -786,10 +770,10 @@ def profile(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     raw = work / "profile.txt"
     try:
         server.wait_ready()
-        worker = server.workers()[0]
+        pid = server.proc.pid
         seconds = max(1, round(args.profile_seconds))  # py-spy takes whole seconds
         lg_args = argparse.Namespace(**{**vars(args), "warmup": 2.0, "duration": seconds + 3})
-        cmd = [spy, "record", "--pid", str(worker), "--duration", str(seconds),
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds),
                "--rate", str(args.profile_rate), "--format", "raw", "--output", str(raw),
                "--threads",
                "--native"]
@@ -805,7 +789,7 @@ def profile(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         driver = threading.Thread(target=drive)
         driver.start()
         time.sleep(lg_args.warmup + 1)
-        say(f"  py-spy on worker pid {worker} for {seconds} s")
+        say(f"  py-spy on vantio serve, pid {pid}, for {seconds} s")
         spy_proc = subprocess.run(cmd, capture_output=True, text=True,
                                   timeout=args.profile_seconds + 120)
         driver.join()
@@ -827,14 +811,14 @@ def profile(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         n = int(count)
         total += n
         thread = frames[0]
-        tname = thread.split(": ", 1)[1] if ": " in thread else "granian (Rust)"
+        tname = thread.split(": ", 1)[1] if ": " in thread else "(unnamed thread)"
         by_thread[tname] += n
         where, what = classify(frames[1:])
         by_place[(tname, where, what)] += n
         for f in {_short(f) for f in frames[1:] if _worth_listing(f)}:
             inclusive[f] += n
     return {"samples": total, "seconds": seconds, "rate_hz": args.profile_rate,
-            "worker_threads": dict(by_thread.most_common()),
+            "threads": dict(by_thread.most_common()),
             "top": [{"thread": t, "where": w, "doing": d, "samples": n}
                     for (t, w, d), n in by_place.most_common(args.profile_top)],
             "inclusive": [{"function": f, "samples": n}
@@ -845,15 +829,15 @@ def profile(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 def print_profile(result: dict[str, Any]) -> None:
     total = result["samples"]
     lo = result["load"]
-    print(f"\npy-spy over the vantio worker, {result['seconds']:g} s at {result['rate_hz']} Hz "
+    print(f"\npy-spy over `vantio serve`, {result['seconds']:g} s at {result['rate_hz']} Hz "
           f"per thread (native frames; samples py-spy judged idle are dropped; sampling "
-          f"stops the worker, so the rate below is lower than unprofiled), under "
+          f"stops the process, so the rate below is lower than unprofiled), under "
           f"{lo['conns']} closed-loop connections: {lo['rps']:,.0f} requests/s, p50 "
           f"{lo['latency_ms']['p50']:.2f} ms, p99 {lo['latency_ms']['p99']:.2f} ms; "
           f"server {lo['server_cpu_cores']:.2f} cores, {lo['server_cpu_us_per_record']:.0f} "
           f"us CPU per request. Code: {result['checkout']}.\n")
     print("samples by thread: " + ", ".join(
-        f"{t} {n / total:.0%}" for t, n in result["worker_threads"].items()))
+        f"{t} {n / total:.0%}" for t, n in result["threads"].items()))
     print(f"\n{'share':>6}  {'thread':<15} {'doing':<32} where (innermost Python frame)")
     print("-" * 110)
     for e in result["top"]:
@@ -863,142 +847,6 @@ def print_profile(result: dict[str, Any]) -> None:
     print("-" * 80)
     for e in result["inclusive"]:
         print(f"{e['samples'] / total:>6.1%}  {e['function']}")
-
-
-# -- --granian-matrix ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Config:
-    name: str
-    app: str  # vantio | null | sqlite
-    options: list[str]
-
-    def granian_options(self) -> list[str]:
-        opts = list(SERVE_PY_OPTIONS)
-        for i in range(0, len(self.options), 2):
-            flag = self.options[i]
-            if flag in opts:
-                at = opts.index(flag)
-                opts[at:at + 2] = self.options[i:i + 2]
-            else:
-                opts += self.options[i:i + 2]
-        return [o for o in opts if o != ""]
-
-
-def matrix_configs() -> list[Config]:
-    return [
-        Config("uvloop (serve.py)", "vantio", []),
-        Config("asyncio", "vantio", ["--loop", "asyncio"]),
-        Config("rloop", "vantio", ["--loop", "rloop"]),
-        Config("task-impl rust", "vantio", ["--task-impl", "rust"]),
-        Config("runtime-mode st", "vantio", ["--runtime-mode", "st"]),
-        Config("runtime-threads 2", "vantio", ["--runtime-threads", "2"]),
-        Config("backpressure 64", "vantio", ["--backpressure", "64"]),
-        Config("http 1", "vantio", ["--http", "1"]),
-        Config("no store (serve.py)", "null", []),
-        Config("SQLite (serve.py)", "sqlite", []),
-    ]
-
-
-def _loop_available(options: list[str]) -> bool:
-    loop = options[options.index("--loop") + 1] if "--loop" in options else "asyncio"
-    return loop in ("asyncio", "auto") or importlib.util.find_spec(loop) is not None
-
-
-def granian_matrix(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    loadgen = compile_loadgen(work)
-    loads = [ld for ld in make_loads(args) if ld.key in ("single", "open", "batch1000")]
-    configs = matrix_configs()
-    if args.configs:
-        wanted = [c.strip() for c in args.configs.split(",")]
-        configs = [c for c in configs if c.name in wanted]
-        if not configs:
-            raise SystemExit("--configs: none of " + ", ".join(
-                repr(c.name) for c in matrix_configs()))
-    missing = [c for c in configs if not _loop_available(c.granian_options())]
-    for cfg in missing:
-        say(f"skipping {cfg.name}: its event loop is not installed "
-            f"(.venv/bin/pip install uvloop rloop)")
-    configs = [c for c in configs if c not in missing]
-    runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in configs}
-    for rep in range(args.repeat):  # configs interleaved, so that drift hits them alike
-        for cfg in configs:
-            ledger = work / "ledger"
-            api_key = init_ledger(ledger)
-            files = write_requests(work, api_key, loads)
-            sock = work / "matrix.sock"
-            if cfg.app == "vantio":
-                target, env = "vantio_appliance.ingest:app", vantio_app_env(ledger, sock)
-            else:
-                target = "sqlite_ingest_app:" + ("app" if cfg.app == "sqlite" else "null_app")
-                env = {"SQLITE_INGEST_LEDGER": str(ledger),
-                       "SQLITE_INGEST_DB": str(work / "s.db")}
-            say(f"{cfg.name} ({cfg.app})"
-                + (f", run {rep + 1} of {args.repeat}" if args.repeat > 1 else ""))
-            server = start_granian(cfg.app, work, target, sock, env, cfg.granian_options())
-            try:
-                server.wait_ready()
-                results = run_loads(loadgen, server, loads, files, api_key, args, work)
-            finally:
-                code = server.stop()
-            acked = totals(results)["acked_records"]
-            if cfg.app == "vantio":
-                check = check_ledger(ledger, acked)
-                ok = bool(check["verify_ok"] and check["match"])
-            elif cfg.app == "sqlite":
-                check = check_sqlite(work / "s.db", acked)
-                ok = bool(check["match"] and check["chain_ok"])
-            else:
-                ok = totals(results)["refused"] == 0
-            for p in work.glob("s.db*"):
-                p.unlink()
-            remove(ledger)
-            runs[cfg.name].append({"loads": results, "check_ok": ok, "exit_code": code})
-    rows = []
-    for cfg in configs:
-        entries = runs[cfg.name]
-        rows.append({"config": cfg.name, "app": cfg.app,
-                     "granian_options": cfg.granian_options(),
-                     "loads": {ld.key: summarize([e["loads"][ld.key] for e in entries])
-                               for ld in loads},
-                     "check_ok": all(e["check_ok"] for e in entries)})
-    return {"configs": rows, "duration_s": args.duration, "warmup_s": args.warmup,
-            "repeat": args.repeat, "host": {"cpus": os.cpu_count(), "versions": versions()},
-            "checkout": f"{REPO} at {checkout()}"}
-
-
-def print_matrix(result: dict[str, Any]) -> None:
-    print(f"\ngranian settings for the ingest app (one worker, unix socket; {result['warmup_s']:g}"
-          f" s warm-up + {result['duration_s']:g} s per load; medians of {result['repeat']} "
-          f"run(s); {result['host']['versions']}; "
-          f"code: {result['checkout']}).\nEach config starts from serve.py's settings "
-          f"({' '.join(SERVE_PY_OPTIONS)}) and changes what its name says; 'other' is the "
-          f"most CPU (cores) other processes took during any of its loads.\n")
-    head = (f"{'config':<28} {'app':<8} {'single req/s':>12} {'range':>13} {'p50/p99 ms':>12} "
-            f"{'cores':>5} {'us/req':>6}  {'open p50/p99/p99.9 ms':>21} {'achieved':>8}  "
-            f"{'batch1000 rec/s':>15} {'cores':>5} {'other':>5}  check")
-    print(head)
-    print("-" * len(head))
-    for r in result["configs"]:
-        s, o, b = (r["loads"].get(k) for k in ("single", "open", "batch1000"))
-        single = ["-", "-", "-", "-", "-"]
-        if s:
-            lat = s["latency_ms"]
-            single = [_fmt(s["rps"]), f"{lat['p50']:.2f}/{lat['p99']:.2f}",
-                      f"{s['server_cpu_cores']:.2f}", f"{s['server_cpu_us_per_record']:.0f}",
-                      f"{min(s['runs_rps']):,.0f}-{max(s['runs_rps']):,.0f}"]
-        opened = ["-", "-"]
-        if o:
-            lat = o["latency_ms"]
-            opened = [f"{lat['p50']:.2f}/{lat['p99']:.2f}/{lat['p999']:.1f}", _fmt(o["rps"])]
-        other = max(ld["other_cpu_cores"] for ld in r["loads"].values())
-        batch = ["-", "-"]
-        if b:
-            batch = [_fmt(b["records_per_s"]), f"{b['server_cpu_cores']:.2f}"]
-        print(f"{r['config']:<28} {r['app']:<8} {single[0]:>12} {single[4]:>13} {single[1]:>12} "
-              f"{single[2]:>5} {single[3]:>6}  {opened[0]:>21} {opened[1]:>8}  "
-              f"{batch[0]:>15} {batch[1]:>5} {other:>5.2f}  "
-              f"{'OK' if r['check_ok'] else 'FAILED'}")
 
 
 # -- main --------------------------------------------------------------------------
@@ -1025,16 +873,13 @@ def main() -> int:
                     help="run everything N times (a new ledger each time), report medians")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--profile", action="store_true",
-                    help="instead of the table: py-spy the vantio worker under the "
+                    help="instead of the table: py-spy `vantio serve` under the "
                     "single-record closed-loop load")
     ap.add_argument("--profile-seconds", type=float, default=10.0, metavar="S")
     ap.add_argument("--profile-top", type=int, default=30, metavar="N")
     ap.add_argument("--profile-rate", type=int, default=100, metavar="HZ",
                     help="py-spy samples per second (default 100: native sampling stops "
-                    "the worker for each sample, so it slows what it measures)")
-    ap.add_argument("--granian-matrix", action="store_true",
-                    help="instead of the table: the app under several granian settings")
-    ap.add_argument("--configs", help="--granian-matrix: only these configs (names, by comma)")
+                    "the process for each sample, so it slows what it measures)")
     args = ap.parse_args()
     if (args.duration <= 0 or args.warmup < 0 or args.conns < 1 or args.batch_conns < 1
             or args.repeat < 1):
@@ -1050,20 +895,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=base))
     say(f"work directory {work}")
     try:
-        if args.profile:
-            result = profile(work, args)
-        elif args.granian_matrix:
-            result = granian_matrix(work, args)
-        else:
-            result = measure(work, args)
+        result = profile(work, args) if args.profile else measure(work, args)
     finally:
         remove(work)
     if args.json:
         print(json.dumps(result, indent=1))
     elif args.profile:
         print_profile(result)
-    elif args.granian_matrix:
-        print_matrix(result)
     else:
         print_table(result, work)
     return 0

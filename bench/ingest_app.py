@@ -1,9 +1,10 @@
 """Benchmark: the ingest app without HTTP, the ceiling of its own Python work.
 
-bench/ingest.py measures the service as shipped, granian in front. This one
-calls the same RSGI app (vantio_appliance.ingest.App, a real ledger, the real
-group committer with its fdatasync thread) directly on a uvloop loop, through
-a minimal stand-in for granian's protocol object, from N concurrent client
+bench/ingest.py measures the service as shipped, its HTTP/1.1 server in
+front. This one calls the same handler (vantio_appliance.ingest.App.handle, a
+real ledger, the real group committer with its fdatasync thread) directly on a
+uvloop loop, with a minimal stand-in for the server's request object
+(vantio_appliance._internal.http1.Request), from N concurrent client
 coroutines. What it prints is what the app costs per record on the thread
 that runs it, where the GIL is: if that alone exceeds a target's budget, no
 HTTP stack and no setting of one can meet the target. Large batches are
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -48,6 +50,7 @@ from _proc import cpu_seconds, descendants  # noqa: E402
 from _workdir import checkout, default_base, remove  # noqa: E402
 
 from vantio_appliance import demo, keys, writer  # noqa: E402
+from vantio_appliance._internal.http1 import Scope  # noqa: E402
 from vantio_appliance.ingest import App  # noqa: E402
 from vantio_appliance.layout import Layout  # noqa: E402
 
@@ -64,27 +67,27 @@ class Load:
 LOADS: Final = (Load("single", 1, 64), Load("batch100", 100, 4), Load("batch1000", 1000, 4))
 
 
-class _Scope:
-    """What the app reads of granian's scope."""
-
-    proto = "http"
-    method = "POST"
-    query_string = ""
-
-    def __init__(self, path: str, api_key: str, length: int) -> None:
-        self.path = path
-        self.headers = {"authorization": f"Bearer {api_key}",
-                        "content-type": "application/json", "content-length": str(length)}
+def _scope(path: str, api_key: str, length: int) -> Scope:
+    """A POST's scope, as http1.Server gives it to the app (header names in lower case)."""
+    return Scope("POST", path, {"authorization": f"Bearer {api_key}",
+                                "content-type": "application/json",
+                                "content-length": str(length)})
 
 
-class _Proto:
-    """granian's protocol object, as far as the app's POST path uses it."""
+class _Request:
+    """http1.Request, as far as the app uses it: the body whole or in pieces, the answer."""
 
     def __init__(self, body: bytes) -> None:
         self.body, self.status = body, 0
 
     async def __call__(self) -> bytes:
         return self.body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        yield self.body
 
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.status = status
@@ -99,14 +102,14 @@ def bodies(batch: int) -> list[bytes]:
             + b"]}" for k in range(16)]
 
 
-async def _client(app: App, scopes: list[_Scope], data: list[bytes], first: int,
+async def _client(app: App, scopes: list[Scope], data: list[bytes], first: int,
                   until: float, done: list[int]) -> None:
     k = first
     while time.perf_counter() < until:
-        proto = _Proto(data[k % len(data)])
-        await app.__rsgi__(scopes[k % len(data)], proto)  # type: ignore[arg-type]
-        if proto.status != 201:
-            raise RuntimeError(f"the app answered {proto.status}")
+        request = _Request(data[k % len(data)])
+        await app.handle(scopes[k % len(data)], request)  # type: ignore[arg-type]
+        if request.status != 201:
+            raise RuntimeError(f"the app answered {request.status}")
         done[0] += 1
         k += 1
 
@@ -119,7 +122,7 @@ def _helpers_cpu() -> float:
 async def _run(app: App, load: Load, api_key: str, seconds: float) -> dict[str, Any]:
     data = bodies(load.batch)
     path = "/v1/records" if load.batch == 1 else "/v1/records:batch"
-    scopes = [_Scope(path, api_key, len(b)) for b in data]
+    scopes = [_scope(path, api_key, len(b)) for b in data]
     done = [0]
     await asyncio.gather(*(_client(app, scopes, data, i, time.perf_counter() + 1.0, done)
                            for i in range(load.clients)))  # warm-up
@@ -139,15 +142,16 @@ async def _run(app: App, load: Load, api_key: str, seconds: float) -> dict[str, 
             "records_per_group": records / max(1, app.metrics.commits - commits0)}
 
 
-async def _all(seconds: float) -> tuple[list[dict[str, Any]], int]:
+async def _all(root: Path, use_flags: bool, api_key: str, seconds: float
+               ) -> tuple[list[dict[str, Any]], int]:
     """The loads' figures, and every record the app acknowledged (warm-ups included)."""
     app = App()
-    app.__rsgi_init__(asyncio.get_running_loop())
     try:
-        return ([await _run(app, load, os.environ["BENCH_API_KEY"], seconds)
-                 for load in LOADS], app.metrics.records)
+        app.start(root, use_flags, asyncio.get_running_loop())
+        return ([await _run(app, load, api_key, seconds) for load in LOADS],
+                app.metrics.records)
     finally:
-        app.__rsgi_del__(asyncio.get_running_loop())
+        app.stop()  # commits everything acknowledged, stops the helpers, closes the ledger
 
 
 def main() -> int:
@@ -162,12 +166,9 @@ def main() -> int:
     try:
         use_flags = os.geteuid() == 0
         writer.init(root, "vantio.appliance/bench/ingest-app", use_flags=use_flags)
-        os.environ.update({"VANTIO_LEDGER_DIR": str(root),
-                           "VANTIO_NO_FLAGS": "0" if use_flags else "1",
-                           "BENCH_API_KEY": keys.TenantStore(Layout(root).tenants)
-                           .add("bench").api_key})
+        api_key = keys.TenantStore(Layout(root).tenants).add("bench").api_key
         print(f"work directory {work}", file=sys.stderr)
-        results, acked = uvloop.run(_all(args.seconds))
+        results, acked = uvloop.run(_all(root, use_flags, api_key, args.seconds))
         verify = subprocess.run([sys.executable, "-m", "vantio_appliance.cli", "ledger",
                                  "verify", "--dir", str(root), "--json"],
                                 capture_output=True, text=True, timeout=600)

@@ -1,7 +1,8 @@
-"""The ingest job through SQLite, for scale: a minimal RSGI app for bench/ingest.py.
+"""The ingest job through SQLite, for scale: a minimal ingest server for bench/ingest.py.
 
-Served the way `vantio serve` serves the ledger (granian, one worker, the
-same unix socket options), it does the same job as vantio_appliance.ingest
+Served the way `vantio serve` serves the ledger (the service's own HTTP/1.1
+server, vantio_appliance._internal.http1, on a uvloop loop in one process, a
+unix socket of mode 0660), it does the same job as vantio_appliance.ingest
 with SQLite as the store:
 
 - the same Bearer key lookup (vantio_appliance.ingest.TenantKeys over the
@@ -16,34 +17,48 @@ with SQLite as the store:
   asyncio; 201 only after COMMIT returned.
 
 What it leaves out: the Merkle tree, signed checkpoints, segments and inode
-flags, the hot index, metrics. Settings come from the environment:
-SQLITE_INGEST_DB (the database file) and SQLITE_INGEST_LEDGER (the ledger
-directory whose tenant keys are accepted).
+flags, the hot index, metrics, batch helpers. Settings come from the
+environment: SQLITE_INGEST_DB (the database file) and SQLITE_INGEST_LEDGER
+(the ledger directory whose tenant keys are accepted).
 
-``null_app`` is the ceiling of the stack: the same authentication and
+``null`` is the ceiling of the stack: the same authentication and
 validation, a 201 of the same shape at once, nothing stored.
+
+    python bench/sqlite_ingest_app.py --socket PATH {app,null}
+
+serves until SIGTERM or SIGINT (then, as `vantio serve`: stop accepting, let
+the requests in the app be answered, close the database), and exits 0.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import hmac
 import os
+import signal
 import sqlite3
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import msgspec
+import uvloop
 from msgspec import UNSET
 
-from vantio_appliance import keys
-from vantio_appliance._internal import osutil
-from vantio_appliance.canonical import encode_lines
-from vantio_appliance.ingest import (
+# Serve the checkout this script belongs to, also when it is not installed.
+REPO: Final = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vantio_appliance import keys  # noqa: E402
+from vantio_appliance._internal import http1, osutil  # noqa: E402
+from vantio_appliance._internal.http1 import Request, Scope  # noqa: E402
+from vantio_appliance.canonical import encode_lines  # noqa: E402
+from vantio_appliance.ingest import (  # noqa: E402
     JSON_TYPE,
     MAX_BATCH_BODY,
     MAX_BODY,
@@ -57,14 +72,10 @@ from vantio_appliance.ingest import (
     parse_event,
     read_body,
 )
-from vantio_appliance.layout import Layout
-from vantio_appliance.records import Event, Time, new_trace_ids
-from vantio_appliance.writer import Ack
-
-if TYPE_CHECKING:
-    from granian._granian import RSGIHTTPProtocol as Protocol
-    from granian.rsgi import Scope
-
+from vantio_appliance.layout import Layout  # noqa: E402
+from vantio_appliance.records import Event, Time, new_trace_ids  # noqa: E402
+from vantio_appliance.serve import DRAIN_TIMEOUT_S  # noqa: E402
+from vantio_appliance.writer import Ack  # noqa: E402
 
 MAX_GROUP: Final = 1024  # records per transaction, as GroupCommitter's max_batch
 MAX_PENDING: Final = 65536
@@ -208,7 +219,7 @@ def _null_ack(api_key: str, seq: int, tid: str) -> Ack:
 
 
 class App:
-    """The RSGI app: POST /v1/records, POST /v1/records:batch, GET /healthz."""
+    """The handler: POST /v1/records, POST /v1/records:batch, GET /healthz."""
 
     def __init__(self, store: bool = True) -> None:
         self.store = store
@@ -223,23 +234,21 @@ class App:
         if self.store:
             self.committer = SqliteCommitter(Path(os.environ["SQLITE_INGEST_DB"]), store)
 
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.start()
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def stop(self) -> None:
+        """Commit what was accepted and close the database."""
         if self.committer is not None:
             self.committer.close()
+            self.committer = None
 
-    async def __rsgi__(self, scope: Scope, proto: Protocol) -> None:
-        if scope.proto != "http":
-            return
+    async def handle(self, scope: Scope, proto: Request) -> None:
+        """Answer one request (``http1.Server``'s handler)."""
         try:
             status, body, headers = await self._route(scope, proto)
         except HTTPError as exc:
             status, body, headers = exc.response()
         proto.response_bytes(status, headers, body)
 
-    async def _route(self, scope: Scope, proto: Protocol) -> Response:
+    async def _route(self, scope: Scope, proto: Request) -> Response:
         method, path = scope.method, scope.path
         if path == "/healthz" and method == "GET":
             return 200, b'{"status":"ok"}', [JSON_TYPE]
@@ -265,7 +274,7 @@ class App:
         return 201, batch_body(acks), [JSON_TYPE, ("x-vantio-signature", signature)]
 
     async def _commit(self, tenant: keys.Tenant, events: list[ApiEvent]) -> list[Ack]:
-        if self.committer is None:  # null_app: acknowledge at once, store nothing
+        if self.committer is None:  # null: acknowledge at once, store nothing
             acks = []
             for ev, tid in zip(events, new_trace_ids(len(events)), strict=True):
                 self._null_seq += 1
@@ -286,5 +295,35 @@ class App:
         return tenant
 
 
-app = App()
-null_app = App(store=False)
+async def serve(app: App, sock: Path) -> None:
+    """Serve ``app`` on ``sock`` until SIGTERM/SIGINT, as vantio_appliance.serve._serve does."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        app.start()
+        server = http1.Server(app.handle, max_body=MAX_BATCH_BODY)
+        await server.listen_unix(sock, 0o660)
+        await stop.wait()
+        await server.close(timeout=DRAIN_TIMEOUT_S)
+    finally:
+        app.stop()  # commits everything accepted
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--socket", type=Path, required=True, metavar="PATH",
+                    help="the unix socket to listen on (made here, removed on exit)")
+    ap.add_argument("app", choices=("app", "null"),
+                    help="app: store in SQLite; null: acknowledge at once, store nothing")
+    args = ap.parse_args()
+    try:
+        uvloop.run(serve(App(store=args.app == "app"), args.socket))
+    finally:
+        args.socket.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -340,7 +340,7 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve  # granian is imported only by the service
+    from . import serve  # uvloop and httptools are imported only by the service
 
     _layout(args)
     tls = None

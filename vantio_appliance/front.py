@@ -1,10 +1,10 @@
 """The optional TLS listener: a front process that relays HTTP to the ledger's unix socket.
 
-granian serves one address per server, and the ledger has one writer, so TCP
-is served by a second process. That is also the safer shape: the process
-that faces the network holds no ledger, no signing key and no tenant keys;
-it only passes requests (Authorization included) to the socket and answers
-what the service answered.
+TCP is served by a second process, the same HTTP server as the service's
+(``_internal/http1.py``) with the standard library's TLS. That is the safer
+shape: the process that faces the network holds no ledger, no signing key and
+no tenant keys; it only passes requests (Authorization included) to the socket
+and answers what the service answered.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import ipaddress
+import logging
 import os
 import queue
+import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +25,8 @@ from typing import TYPE_CHECKING
 
 from .ingest import JSON_TYPE, MAX_BATCH_BODY
 
-if TYPE_CHECKING:
-    from granian._granian import RSGIHTTPProtocol as Protocol
-    from granian.rsgi import Scope
+if TYPE_CHECKING:  # the server's modules load in the front process only (see main)
+    from ._internal import http1
 
 _FORWARDED = {"authorization", "content-type", "content-length"}
 _HOP = {"connection", "keep-alive", "transfer-encoding", "date", "server"}
@@ -52,7 +54,7 @@ class _Unix(http.client.HTTPConnection):
 
 
 class Front:
-    """RSGI app: relay each request to the unix socket over a small connection pool."""
+    """The handler: relay each request to the unix socket over a small connection pool."""
 
     def __init__(self) -> None:
         self.sock = os.environ.get("VANTIO_SOCKET", "/run/vantio/ingest.sock")
@@ -76,9 +78,7 @@ class Front:
                if k.lower() not in _HOP]
         return resp.status, out, data
 
-    async def __rsgi__(self, scope: Scope, proto: Protocol) -> None:
-        if scope.proto != "http":
-            return
+    async def handle(self, scope: http1.Scope, proto: http1.Request) -> None:
         chunks, size = [], 0
         async for chunk in proto:
             size += len(chunk)
@@ -87,9 +87,8 @@ class Front:
                 return
             chunks.append(chunk)
         headers = {k: v for k, v in scope.headers.items() if k in _FORWARDED}
-        path = scope.path + (f"?{scope.query_string}" if scope.query_string else "")
         status, out, data = await asyncio.get_running_loop().run_in_executor(
-            None, self._relay, scope.method, path, headers, b"".join(chunks))
+            None, self._relay, scope.method, scope.path, headers, b"".join(chunks))
         if not any(k == "content-type" for k, _ in out):
             out = [JSON_TYPE, *out]
         proto.response_bytes(status, out, data)
@@ -97,7 +96,7 @@ class Front:
 
 def spawn(listen: str, cert: Path, key: Path, sock: Path,
           log_level: str) -> subprocess.Popen[bytes]:
-    """Start the front as a child process (granian with TLS on ``listen``)."""
+    """Start the front as a child process (TLS on ``listen``)."""
     host, port = parse_listen(listen)
     return subprocess.Popen(
         [sys.executable, "-m", "vantio_appliance.front", host, str(port), str(cert), str(key),
@@ -106,16 +105,27 @@ def spawn(listen: str, cert: Path, key: Path, sock: Path,
 
 def main(argv: list[str]) -> None:
     """``python -m vantio_appliance.front HOST PORT CERT KEY LOG_LEVEL`` (what spawn runs)."""
-    from granian import Granian
-    from granian.constants import Interfaces
+    import uvloop
 
     host, port, cert, key, level = argv
-    Granian("vantio_appliance.front:app", interface=Interfaces.RSGI, address=host,
-            port=int(port), ssl_cert=Path(cert), ssl_key=Path(key), workers=1,
-            log_level=level).serve()  # type: ignore[arg-type]
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    uvloop.run(_serve(host, int(port), context))
 
 
-app = Front()
+async def _serve(host: str, port: int, context: ssl.SSLContext) -> None:
+    from ._internal import http1
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = http1.Server(Front().handle, max_body=MAX_BATCH_BODY)
+    await server.listen_tls(host, port, context)
+    await stop.wait()
+    await server.close(timeout=10)
 
 
 if __name__ == "__main__":

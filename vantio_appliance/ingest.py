@@ -1,26 +1,24 @@
-"""The ingest API: an RSGI app (granian's native interface) in front of the one ledger writer.
+"""The ingest API: the handler of the service's HTTP server, in front of the one ledger writer.
 
 Structural payload quarantine: a record is decoded straight into the
 whitelist's Structs, so a prompt, a completion or any unknown field is
 refused (422, naming the field) before anything is queued, and a 201 is sent
 only after the record's group is fdatasync'd. Large batches are decoded and
 prepared in helper processes (``prepare_batch``), so that their Python work
-uses the other cores. Plain RSGI with no framework:
-the routes are few and the hot path is measured in microseconds (RSGI's one
-call per response measured 1.3-1.6x ASGI's request rate on a trivial app).
+uses the other cores. No framework: the routes are few and the hot path is
+measured in microseconds (``_internal/http1.py`` says why the server is our own
+loop's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import grp
 import hashlib
 import hmac
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -36,7 +34,6 @@ from msgspec import UNSET, Meta, UnsetType
 
 from . import __version__, keys, reader
 from . import checkpoint as cpmod
-from ._internal import notify
 from ._internal.helpers import Helpers, HelpersGone
 from .commit import Busy, GroupCommitter
 from .index import Index
@@ -55,9 +52,9 @@ from .writer import (
     prepare,
 )
 
-if TYPE_CHECKING:
-    from granian._granian import RSGIHTTPProtocol as Protocol
-    from granian.rsgi import Scope
+if TYPE_CHECKING:  # the server's modules load in the service only
+    from ._internal.http1 import Request, Scope
+
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +73,6 @@ SWITCH_INTERVAL_S: Final = 0.0002
 Headers = list[tuple[str, str]]
 Response = tuple[int, bytes, Headers]
 JSON_TYPE: Final = ("content-type", "application/json")
-#: The worker's exit status when the ledger cannot be opened: `vantio serve` reports it.
-EXIT_START_FAILED: Final = 3
-_STOP: Final = (signal.SIGTERM, signal.SIGINT)  # granian's worker stops on these
 
 
 class ApiEvent(EventFields):
@@ -343,9 +337,6 @@ class App:
         ledger.observer = index.observe
         self.ledger, self.index = ledger, index
         self.tenants = TenantKeys(ledger.tenants)
-        group, sock = os.environ.get("VANTIO_SOCKET_GROUP"), os.environ.get("VANTIO_SOCKET")
-        if group and sock:  # the socket is 0660: its group is who may submit
-            os.chown(sock, -1, grp.getgrnam(group).gr_gid)
         self.loop = loop
         self.committer = GroupCommitter(ledger, loop, max_pending=int(
             os.environ.get("VANTIO_MAX_PENDING", "65536")), on_commit=self._count)
@@ -354,17 +345,9 @@ class App:
         gc.collect()
         gc.freeze()  # the index is long-lived: full collections stalled requests 10-18 ms
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        try:
-            notify.ready(f"serving {root}: {index.size} records")
-        except OSError as exc:  # readiness is for systemd; serving does not depend on it
-            log.warning("sd_notify failed: %s", exc)
         log.info("ledger %s open: %d records", root, index.size)
 
     def stop(self) -> None:
-        try:
-            notify.stopping()
-        except OSError as exc:
-            log.warning("sd_notify failed: %s", exc)
         if self.committer is not None:
             self.committer.close()  # commits everything already accepted
         if self.helpers is not None:  # a batch still in a helper was not accepted
@@ -376,35 +359,10 @@ class App:
         self.metrics.records += len(acks)
         self.metrics.commits += 1
 
-    # -- RSGI lifecycle: granian calls these in the worker around serving -------
-
-    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # The loop is not running yet, and uvloop drops signals that arrive while it is
-        # not: a stop during start-up (opening a large ledger) would be lost, and the
-        # worker would serve on, orphaned. Hold such a signal and send it again once
-        # the loop runs.
-        held: list[int] = []
-        previous = {sig: signal.signal(sig, lambda n, _: held.append(n)) for sig in _STOP}
-        try:
-            root = Path(os.environ.get("VANTIO_LEDGER_DIR", "/var/log/vantio"))
-            self.start(root, os.environ.get("VANTIO_NO_FLAGS") != "1", loop)
-        except Exception as exc:
-            log.error("cannot start: %s", exc)
-            raise SystemExit(EXIT_START_FAILED) from exc
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if held:
-            loop.call_soon(os.kill, os.getpid(), held[0])
-
-    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.stop()
-
     # -- HTTP ----------------------------------------------------------------------
 
-    async def __rsgi__(self, scope: Scope, proto: Protocol) -> None:
-        if scope.proto != "http":
-            return
+    async def handle(self, scope: Scope, proto: Request) -> None:
+        """Answer one request (``http1.Server``'s handler)."""
         try:
             status, body, headers = await self._route(scope, proto)
         except HTTPError as exc:
@@ -413,7 +371,7 @@ class App:
             await _drain(proto)  # a refused client still gets to send, then to read why
         proto.response_bytes(status, headers, body)
 
-    async def _route(self, scope: Scope, proto: Protocol) -> Response:
+    async def _route(self, scope: Scope, proto: Request) -> Response:
         method, path = scope.method, scope.path
         if path == "/healthz" and method == "GET":
             return 200, b'{"status":"ok"}', [JSON_TYPE]
@@ -458,12 +416,12 @@ class App:
         except LedgerUnavailable as exc:
             raise HTTPError(503, str(exc), headers=[("retry-after", "5")]) from None
 
-    async def _post_one(self, tenant: keys.Tenant, scope: Scope, proto: Protocol) -> Response:
+    async def _post_one(self, tenant: keys.Tenant, scope: Scope, proto: Request) -> Response:
         event = parse_event(await read_body(scope, proto, MAX_BODY))
         [ack] = await self._commit(submissions(tenant.name, [event]))
         return 201, _ENCODE(accepted(ack)), [JSON_TYPE, ("x-vantio-signature", ack.receipt)]
 
-    async def _post_batch(self, tenant: keys.Tenant, scope: Scope, proto: Protocol) -> Response:
+    async def _post_batch(self, tenant: keys.Tenant, scope: Scope, proto: Request) -> Response:
         body = await read_body(scope, proto, MAX_BATCH_BODY)
         if self.helpers is None or len(body) < HELPER_MIN_BODY:
             acks = await self._commit(submissions(tenant.name, parse_batch(body), batch=True))
@@ -493,7 +451,7 @@ class App:
         except EpochKeyGone:
             return None
 
-    async def _get_checkpoint(self, tenant: keys.Tenant, scope: Scope, proto: Protocol
+    async def _get_checkpoint(self, tenant: keys.Tenant, scope: Scope, proto: Request
                               ) -> Response:
         assert self.index is not None
         for _ in range(3):
@@ -547,19 +505,16 @@ class App:
         return "\n".join(lines) + "\n"
 
 
-async def _drain(proto: Protocol) -> None:
+async def _drain(proto: Request) -> None:
     """Read what is left of a refused request's body, up to a bound (past it the server closes)."""
     size = 0
-    try:
-        async for chunk in proto:
-            size += len(chunk)
-            if size > DRAIN_LIMIT:
-                return
-    except RuntimeError:  # the body was read already (granian's protocol errors)
-        return
+    async for chunk in proto:  # nothing left if the body was read already
+        size += len(chunk)
+        if size > DRAIN_LIMIT:
+            return
 
 
-async def read_body(scope: Scope, proto: Protocol, limit: int) -> bytes:
+async def read_body(scope: Scope, proto: Request, limit: int) -> bytes:
     """The request body, refused before it is read when it is too large or not JSON."""
     headers = scope.headers
     if headers.get("content-type", "").split(";")[0].strip().lower() != JSON:

@@ -1,27 +1,34 @@
-"""`vantio serve`: the ledger service on a unix socket, served by granian.
+"""`vantio serve`: the ledger service on a unix socket, in one process on one event loop.
 
-granian (HTTP in Rust, one Python worker process, uvloop) measured ~35k
-requests/s on this machine's unix socket against ~25k for uvicorn+httptools
-(trivial ASGI app), and its native RSGI interface 1.3-1.6x its ASGI on the same
-trivial app: the headroom the ingest path needs (bench/ingest.py). One worker only:
-the service is the ledger's one writer. Settings reach the worker, where the
-app opens the ledger, through the environment.
+The process is the ledger's one writer: uvloop runs the HTTP server
+(``_internal/http1.py``), the app (``ingest.App``) and the group commit; batch
+helpers (child processes) take large batches' parsing; the optional TLS
+listener is a front process of its own (``front``) that holds no keys.
 """
 
 from __future__ import annotations
 
+import asyncio
+import grp
+import logging
 import os
+import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-from granian import Granian
-from granian.constants import Interfaces, Loops
+import uvloop
 
-from . import front
+from . import front, ingest
+from ._internal import http1, notify
 from .layout import DEFAULT_SOCKET
 
-WORKER_KILL_TIMEOUT_S = 30
+log = logging.getLogger(__name__)
+
+#: SIGTERM: requests already with the app get this long to be committed and answered
+DRAIN_TIMEOUT_S: Final = 30.0
 
 
 def _clear_stale(path: Path) -> None:
@@ -62,31 +69,52 @@ def serve(root: Path, sock: Path = DEFAULT_SOCKET, *, mode: int = 0o660,
           tls: TLS | None = None, sealing: Sealing | None = None, helpers: int | None = None
           ) -> None:
     """Serve until SIGTERM/SIGINT; the queue is drained and the ledger closed on the way out."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     sock.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     _clear_stale(sock)
-    os.environ.update({"VANTIO_LEDGER_DIR": str(root), "VANTIO_SOCKET": str(sock),
-                       "VANTIO_NO_FLAGS": "0" if use_flags else "1",
-                       "VANTIO_SOCKET_GROUP": group or ""})
-    if sealing is not None:  # read by ingest.App.start in the worker
+    if sealing is not None:  # read by ingest.App.start
         os.environ.update({"VANTIO_SEGMENT_BYTES": str(sealing.segment_bytes),
                            "VANTIO_SEGMENT_AGE": str(sealing.segment_age_s),
                            "VANTIO_EPOCH_SECONDS": str(sealing.epoch_seconds)})
     if helpers is not None:  # read by ingest.App.start; unset: ingest.default_helpers()
         os.environ["VANTIO_BATCH_HELPERS"] = str(helpers)
     tcp = front.spawn(tls.listen, tls.cert, tls.key, sock, log_level) if tls else None
-    try:  # uvloop: +25-70% requests/s over asyncio in bench/ingest.py --granian-matrix
-        Granian("vantio_appliance.ingest:app", interface=Interfaces.RSGI, uds=sock,
-                uds_permissions=mode, workers=1, loop=Loops.uvloop,
-                log_level=log_level,  # type: ignore[arg-type]
-                log_access=False, backlog=1024,
-                # a stop that reaches the worker before its loop runs is dropped (uvloop):
-                # past this, the worker is killed; the ledger is crash-safe by design
-                workers_kill_timeout=WORKER_KILL_TIMEOUT_S).serve()
-    except SystemExit as exc:  # granian exits 1 when the worker could not start
-        if exc.code not in (0, None):
-            raise RuntimeError("the ledger service stopped: its worker failed (see above)"
-                               ) from None
+    try:  # uvloop: +25-70% requests/s over asyncio (bench/ingest.py, November)
+        uvloop.run(_serve(root, sock, mode, group, use_flags))
     finally:
+        sock.unlink(missing_ok=True)
         if tcp is not None:
             tcp.terminate()
             tcp.wait(timeout=10)
+
+
+async def _serve(root: Path, sock: Path, mode: int, group: str | None, use_flags: bool
+                 ) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # set first: a stop while the ledger opens
+        loop.add_signal_handler(sig, stop.set)   # is acted on as soon as it is open
+    app = ingest.App()
+    try:
+        app.start(root, use_flags, loop)
+    except Exception as exc:
+        app.stop()
+        raise RuntimeError(f"the ledger service could not start: {exc}") from None
+    server = http1.Server(app.handle, max_body=ingest.MAX_BATCH_BODY)
+    try:
+        await server.listen_unix(sock, mode)
+        if group:  # the socket is 0660: its group is who may submit
+            os.chown(sock, -1, grp.getgrnam(group).gr_gid)
+        _notify(notify.ready, f"serving {root}: {app.index.size if app.index else 0} records")
+        await stop.wait()
+        _notify(notify.stopping)
+        await server.close(timeout=DRAIN_TIMEOUT_S)
+    finally:
+        app.stop()  # commits everything accepted, stops the helpers, closes the ledger
+
+
+def _notify(send: Callable[..., bool], *args: str) -> None:
+    try:
+        send(*args)
+    except OSError as exc:  # readiness is for systemd; serving does not depend on it
+        log.warning("sd_notify failed: %s", exc)

@@ -50,16 +50,16 @@ NEEDED_SYSCALLS: Final = {
     "accept4": "ingest socket",
     "sendto": "sd_notify datagram",
     "sendmsg": "sd_notify datagram",
-    "epoll_wait": "granian event loop",
+    "epoll_wait": "the event loop (uvloop)",
     # clone3 is answered ENOSYS under RestrictNamespaces= (systemd cannot check its
     # flags), and glibc falls back to clone.
-    "clone": "threads, and the granian worker process",
-    "execve": "starting the interpreter (and the batch helpers: spawned, not forked)",
+    "clone": "threads (commit, checkpoint file) and the batch helpers",
+    "execve": "starting the interpreter (and the batch helpers: new interpreters, not forks)",
     "prctl": "batch helpers die with their parent (PR_SET_PDEATHSIG)",
-    "pipe2": "spawning the batch helpers",
+    "pipe2": "starting the batch helpers (subprocess's error pipe)",
     "socketpair": "the batch helpers' sockets",
-    "wait4": "reaping the worker",
-    "kill": "stopping the worker",
+    "wait4": "reaping batch helpers",
+    "kill": "stopping batch helpers",
     "getrandom": "key generation",
     "mmap": "loading extension modules",
     "mprotect": "loading extension modules",
@@ -172,7 +172,7 @@ def test_the_service_contract(unit_text: str) -> None:
     """What the server and the rest of the appliance rely on, spelled out."""
     s = _settings(unit_text)
     assert _one(s, "Type") == "notify"
-    assert _one(s, "NotifyAccess") == "all"  # READY=1 comes from the granian worker
+    assert _one(s, "NotifyAccess") == "main"  # READY=1 comes from the serving process
     assert _one(s, "ExecStart") == EXEC_START
     assert _one(s, "User") == "vantio-ledger"
     assert _one(s, "Group") == "vantio-ledger"

@@ -2,8 +2,11 @@
 
 The ingest service runs its Python on one thread (the interpreter's lock):
 a batch's validation and encoding there leave the machine's other cores
-idle. Spawned processes (not forked: granian's worker has threads) take that
-work; the loop keeps what must happen in order.
+idle. Helper processes take that work; the loop keeps what must happen in
+order. They are new interpreters (``python -m`` this module, not forks: the
+service has threads) on one end of a socketpair, and not ``multiprocessing``'s
+spawn either, whose resource-tracker process outlived the service by a moment
+at every stop.
 
 Not ``concurrent.futures.ProcessPoolExecutor``: in Python 3.11 a task submitted
 while one of its processes dies can stay pending forever (``terminate_broken``
@@ -22,14 +25,15 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
@@ -46,13 +50,15 @@ class HelpersGone(RuntimeError):
     """A helper died (or stopped answering) while it held a task: the task is lost."""
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, parent: int) -> None:
     """A helper's life: run what arrives, send back ("ok", result) or ("err", exception)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the service died before the line above
+        return
     conn.send(("ok", None))  # ready
     while True:
         try:
@@ -71,7 +77,7 @@ def _serve(conn: Connection) -> None:
 
 @dataclass(eq=False)
 class _Helper:
-    proc: BaseProcess
+    proc: subprocess.Popen[bytes]
     conn: Connection
     task: Task | None = None
 
@@ -84,7 +90,6 @@ class Helpers:
         if n < 1:
             raise ValueError("helpers need at least one process")
         self.n, self.loop, self.timeout, self.restarts = n, loop, timeout, 0
-        self._ctx = multiprocessing.get_context("spawn")
         self._queue: deque[Task] = deque()
         self._idle: list[_Helper] = []
         self._all: list[_Helper] = []
@@ -92,12 +97,13 @@ class Helpers:
             self._ready(helper)
 
     def _spawn(self) -> _Helper:
-        mine, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, args=(theirs,), daemon=True,
-                                 name="vantio-helper")
-        proc.start()
-        theirs.close()
-        helper = _Helper(proc, mine)
+        mine, theirs = socket.socketpair()
+        with theirs:  # the child has its own copy; tasks' functions import as in the service
+            proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))})
+        helper = _Helper(proc, Connection(mine.detach()))
         self._all.append(helper)
         return helper
 
@@ -159,7 +165,7 @@ class Helpers:
     def _replace(self, helper: _Helper, why: str) -> None:
         """A helper that died or stopped answering: its task fails, a new one takes its place."""
         log.warning("a helper process %s (exit %s): starting a new one", why,
-                    helper.proc.exitcode)
+                    helper.proc.poll())
         self._drop(helper)
         if helper.task is not None and not helper.task[2].done():
             helper.task[2].set_exception(HelpersGone(
@@ -172,7 +178,7 @@ class Helpers:
         self.loop.remove_reader(helper.conn.fileno())
         helper.conn.close()
         helper.proc.kill()
-        helper.proc.join(5)
+        helper.proc.wait(5)
         self._all.remove(helper)
         with contextlib.suppress(ValueError):
             self._idle.remove(helper)
@@ -186,3 +192,7 @@ class Helpers:
         for _, _, future in self._queue:
             future.cancel()
         self._queue.clear()
+
+
+if __name__ == "__main__":  # a helper: python -m vantio_appliance._internal.helpers FD PARENT
+    _serve(Connection(int(sys.argv[1])), int(sys.argv[2]))

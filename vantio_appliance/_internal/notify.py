@@ -13,9 +13,8 @@ starts with ``@``). systemd sets that variable only for units with
 ``Type=notify`` (or ``NotifyAccess=``), so outside systemd (tests, a shell,
 ``vantio serve`` run by hand) every call here is a no-op returning False.
 
-The variable is left in the environment on purpose: READY=1 comes from the
-granian worker, a child of the main process (hence ``NotifyAccess=all`` in
-the unit), and the child must inherit it.
+READY=1 comes from the main process, the one that serves (``NotifyAccess=main``
+in the unit).
 """
 
 from __future__ import annotations
