@@ -1,12 +1,17 @@
 """Benchmark: the ingest API over its unix socket, acknowledged (durable) records per second.
 
-One run, three servers, the same four loads each, from bench/loadgen.c (C,
+One run, four servers, the same four loads each, from bench/loadgen.c (C,
 epoll, one thread: client and server share the machine's cores), compiled
 at run time with gcc -O2 into the work directory:
 
   vantio     `vantio serve` as shipped (its own HTTP/1.1 server on uvloop,
              one process, its batch helpers, the unix socket) on a new
              ledger; a 201 means the record's group is fdatasync'd.
+  granian    the same app (ingest.App, with its batch helpers) under granian
+             (RSGI, one worker, uvloop: the service's HTTP server until
+             2026-12-08; bench/granian_app.py) on a ledger of its own: the
+             choice of HTTP server, measured. Skipped, loudly, when granian
+             is not installed (it is in the dev extra).
   SQLite     bench/sqlite_ingest_app.py on the same HTTP server
              (vantio_appliance._internal.http1 on uvloop, one process, the
              socket options of serve.py): the same key lookup and msgspec
@@ -68,6 +73,7 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import importlib.util
 import json
 import os
 import random
@@ -112,9 +118,15 @@ BATCH_BODIES: Final = 16  # distinct batch bodies per size, cycled
 TARGET_RPS: Final = 20_000
 TARGET_P99_MS: Final = 10.0
 TARGET_BATCH: Final = 100_000
-SERVERS: Final = ("vantio", "sqlite", "null")
+SERVERS: Final = ("vantio", "granian", "sqlite", "null")
 LOADS: Final = ("single", "open", "batch1000", "batch100")
-LABELS: Final = {"vantio": "vantio", "sqlite": "SQLite", "null": "no store"}
+LABELS: Final = {"vantio": "vantio", "granian": "granian", "sqlite": "SQLite",
+                  "null": "no store"}
+#: ingest.App under granian (bench/granian_app.py), with the options serve.py gave it
+GRANIAN: Final = [sys.executable, "-m", "granian", "--interface", "rsgi", "--workers", "1",
+                  "--loop", "uvloop", "--no-access-log", "--backlog", "1024",
+                  "--uds-permissions", "660", "--log-level", "warning",
+                  "--working-dir", str(REPO / "bench"), "granian_app:app"]
 
 
 def say(msg: str, end: str = "\n") -> None:
@@ -343,6 +355,12 @@ def start_vantio(work: Path, ledger: Path, sock: Path) -> Server:
     return Server("vantio", cmd, base_env(), sock, work / "vantio-serve.log")
 
 
+def start_granian(work: Path, ledger: Path, sock: Path) -> Server:
+    env = {"VANTIO_LEDGER_DIR": str(ledger), "VANTIO_NO_FLAGS": "0" if use_flags() else "1"}
+    return Server("granian", [*GRANIAN[:-1], "--uds", str(sock), GRANIAN[-1]],
+                  {**base_env(), **env}, sock, work / "granian-server.log")
+
+
 def start_sqlite(name: str, work: Path, ledger: Path, sock: Path) -> Server:
     """bench/sqlite_ingest_app.py: "sqlite" stores in work/s.db, "null" stores nothing."""
     cmd = [*SQLITE_APP, "--socket", str(sock), "app" if name == "sqlite" else "null"]
@@ -365,7 +383,7 @@ def run_load(loadgen: Path, server: Server, load: Load, requests: Path, api_key:
         f"({args.warmup:g} s warm-up + {args.duration:g} s) ...", end="")
     cpu0, t0, host0 = server.cpu_seconds(), time.perf_counter(), host_cpu()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    fsync0 = fsync_buckets(server.sock) if server.name == "vantio" else None
+    fsync0 = fsync_buckets(server.sock) if server.name in ("vantio", "granian") else None
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           timeout=args.warmup + args.duration + 180)
     wall, cpu = time.perf_counter() - t0, server.cpu_seconds() - cpu0
@@ -491,8 +509,12 @@ def serve_and_load(name: str, work: Path, ledger: Path, loadgen: Path, loads: li
     """Start one of SERVERS, run the loads, stop it, check what it stored."""
     sock = work / f"{name}.sock"
     say(f"{LABELS[name]} server")
-    server = (start_vantio(work, ledger, sock) if name == "vantio"
-              else start_sqlite(name, work, ledger, sock))
+    if name == "vantio":
+        server = start_vantio(work, ledger, sock)
+    elif name == "granian":
+        server = start_granian(work, ledger, sock)
+    else:
+        server = start_sqlite(name, work, ledger, sock)
     try:
         server.wait_ready()
         results = run_loads(loadgen, server, loads, files, api_key, args, work)
@@ -501,7 +523,7 @@ def serve_and_load(name: str, work: Path, ledger: Path, loadgen: Path, loads: li
     entry: dict[str, Any] = {"command": " ".join(server.cmd), "loads": results,
                              "totals": totals(results), "exit_code": code}
     acked = entry["totals"]["acked_records"]
-    if name == "vantio":
+    if name in ("vantio", "granian"):
         entry["check"] = check_ledger(ledger, acked)
         entry["check_ok"] = bool(entry["check"]["verify_ok"] and entry["check"]["match"])
     elif name == "sqlite":
@@ -519,17 +541,25 @@ def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     loadgen = compile_loadgen(work)
     loads = make_loads(args)
     names = [s for s in SERVERS if s not in args.skip]
+    if "granian" in names and importlib.util.find_spec("granian") is None:
+        say("SKIPPED granian: not installed (.venv/bin/pip install -c constraints.txt granian)")
+        names.remove("granian")
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for rep in range(args.repeat):
         if args.repeat > 1:
             say(f"run {rep + 1} of {args.repeat}")
         ledger = work / f"ledger-{rep}"
         api_key = init_ledger(ledger)
+        twin = work / f"ledger-{rep}-granian"  # the same tenant key, a ledger of its own
+        if "granian" in names:
+            shutil.copytree(ledger, twin)
         files = write_requests(work, api_key, loads)
         for name in names:
-            runs[name].append(serve_and_load(name, work, ledger, loadgen, loads, files,
-                                             api_key, args))
+            runs[name].append(serve_and_load(name, work, twin if name == "granian" else ledger,
+                                             loadgen, loads, files, api_key, args))
         remove(ledger)
+        if twin.exists():
+            remove(twin)
     out: dict[str, Any] = {"servers": {}, "repeat": args.repeat}
     for name in names:
         entries = runs[name]
@@ -611,7 +641,9 @@ def print_table(result: dict[str, Any], work: Path) -> None:
           f"1-minute load average {host['load_1min_before']:.2f} before, "
           f"{host['load_1min_after']:.2f} after.\n"
           f"Servers: vantio = `vantio serve` (its own HTTP/1.1 server on uvloop, one "
-          f"process, batch helpers); SQLite = bench/sqlite_ingest_app.py (same validation "
+          f"process, batch helpers); granian = the same app and helpers under granian "
+          f"(RSGI, one worker: the server until 2026-12-08), a ledger of its own; "
+          f"SQLite = bench/sqlite_ingest_app.py (same validation "
           f"and record bytes, WAL + synchronous=FULL, group commit); no store = the same app "
           f"answering 201 at once (ceiling of HTTP + validation). SQLite and no store run on "
           f"the same HTTP server and validation as vantio, in one process without helpers.\n"
