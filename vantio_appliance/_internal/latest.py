@@ -3,7 +3,7 @@
 Why a thread: replacing a file by rename costs about a millisecond on ext4 (a
 rename over an existing file starts the writeback of the new one, the
 auto_da_alloc heuristic), several under load, and the ledger's committer
-publishes a checkpoint every 10 ms: it should spend that time committing.
+publishes a checkpoint every 100 ms: it should spend that time committing.
 Only the latest bytes matter: a put that arrives while an older one still
 waits replaces it, and puts are written in order, so the file never goes back.
 """
